@@ -1,0 +1,156 @@
+/*
+ * lanes.c -- the per-resource FIFO table behind SPEC step 8. See lanes.h.
+ *
+ * A fixed array of buckets, each with its own mutex (striped locking), holding
+ * chains of lanes. A lane has a holder flag and a FIFO of waiters; it is freed
+ * when released with nobody waiting.
+ */
+#include "gateway/lanes.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/metrics.h"
+#include "policy/error.h"
+
+#define NBUCKETS 4096
+#define NSTRIPES 64
+
+enum { W_WAITING = 1, W_GRANTED = 2 };
+
+typedef struct lane {
+    struct lane *next;
+    fg_lane_waiter_t *head, *tail; /* waiters, oldest first */
+    char key[];
+} lane_t;
+
+static lane_t **buckets;
+static pthread_mutex_t stripes[NSTRIPES];
+
+static uint64_t hash_key(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+int fg_lanes_init(void)
+{
+    buckets = calloc(NBUCKETS, sizeof *buckets);
+    if (!buckets) return FG_ENOMEM;
+    for (int i = 0; i < NSTRIPES; i++) pthread_mutex_init(&stripes[i], NULL);
+    return 0;
+}
+
+void fg_lanes_shutdown(void)
+{
+    if (!buckets) return;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        lane_t *l = buckets[i];
+        while (l) {
+            lane_t *n = l->next;
+            free(l);
+            l = n;
+        }
+    }
+    free(buckets);
+    buckets = NULL;
+}
+
+static lane_t **find(const char *key, size_t b)
+{
+    lane_t **pp = &buckets[b];
+    while (*pp && strcmp((*pp)->key, key) != 0) pp = &(*pp)->next;
+    return pp;
+}
+
+int fg_lanes_acquire(const char *key, fg_lane_waiter_t *w)
+{
+    size_t b = hash_key(key) % NBUCKETS;
+    pthread_mutex_t *mu = &stripes[b % NSTRIPES];
+    pthread_mutex_lock(mu);
+    lane_t **pp = find(key, b);
+    w->next = NULL;
+    if (!*pp) {
+        size_t len = strlen(key);
+        lane_t *l = malloc(sizeof *l + len + 1);
+        if (!l) {
+            pthread_mutex_unlock(mu);
+            return FG_ENOMEM;
+        }
+        l->next = NULL;
+        l->head = l->tail = NULL;
+        memcpy(l->key, key, len + 1);
+        *pp = l;
+        w->state = W_GRANTED;
+        pthread_mutex_unlock(mu);
+        return 1;
+    }
+    lane_t *l = *pp;
+    w->state = W_WAITING;
+    if (l->tail)
+        l->tail->next = w;
+    else
+        l->head = w;
+    l->tail = w;
+    pthread_mutex_unlock(mu);
+    fg_metrics_gauge_add(FG_GAUGE_LANE_WAITERS, 1);
+    return 0;
+}
+
+void fg_lanes_release(const char *key)
+{
+    size_t b = hash_key(key) % NBUCKETS;
+    pthread_mutex_t *mu = &stripes[b % NSTRIPES];
+    pthread_mutex_lock(mu);
+    lane_t **pp = find(key, b);
+    lane_t *l = *pp;
+    fg_lane_waiter_t *next = NULL;
+    if (l) {
+        next = l->head;
+        if (next) {
+            l->head = next->next;
+            if (!l->head) l->tail = NULL;
+            next->next = NULL;
+            next->state = W_GRANTED;
+        } else {
+            *pp = l->next;
+            free(l);
+        }
+    }
+    pthread_mutex_unlock(mu);
+    if (next) {
+        fg_metrics_gauge_add(FG_GAUGE_LANE_WAITERS, -1);
+        next->granted(next);
+    }
+}
+
+bool fg_lanes_cancel(const char *key, fg_lane_waiter_t *w)
+{
+    size_t b = hash_key(key) % NBUCKETS;
+    pthread_mutex_t *mu = &stripes[b % NSTRIPES];
+    pthread_mutex_lock(mu);
+    bool removed = false;
+    if (w->state == W_WAITING) {
+        lane_t *l = *find(key, b);
+        fg_lane_waiter_t *prev = NULL;
+        for (fg_lane_waiter_t *it = l ? l->head : NULL; it; prev = it, it = it->next) {
+            if (it != w) continue;
+            if (prev)
+                prev->next = it->next;
+            else
+                l->head = it->next;
+            if (l->tail == it) l->tail = prev;
+            removed = true;
+            break;
+        }
+        w->state = 0;
+    }
+    pthread_mutex_unlock(mu);
+    if (removed) fg_metrics_gauge_add(FG_GAUGE_LANE_WAITERS, -1);
+    return removed;
+}

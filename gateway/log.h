@@ -1,0 +1,34 @@
+/*
+ * log.h -- one JSON object per line on stderr (SPEC "Command line").
+ *
+ * Log lines are built with jansson so that every string (paths, header
+ * values, store errors) is escaped correctly; a line is written with one
+ * write(2) so lines from different threads never interleave.
+ */
+#ifndef FG_LOG_H
+#define FG_LOG_H
+
+#include <jansson.h>
+
+typedef enum fg_log_level {
+    FG_LOG_DEBUG = 0,
+    FG_LOG_INFO,
+    FG_LOG_WARN,
+    FG_LOG_ERROR
+} fg_log_level_t;
+
+/* Minimum level written (default INFO). Not thread-safe against concurrent logging; set at start.
+ */
+void fg_log_set_level(fg_log_level_t lvl);
+
+/*
+ * Write one line: {"time","level","msg", ...fields}. `fields` may be NULL; the
+ * reference is stolen (decref'd here). Never fails visibly: if the line cannot
+ * be built, nothing is written.
+ */
+void fg_log(fg_log_level_t lvl, const char *msg, json_t *fields);
+
+/* printf-style convenience for lines without structured fields. */
+void fg_logf(fg_log_level_t lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * main.c -- the fencegate command line (SPEC "Command line").
+ *
+ * Parses arguments, loads the config, starts the gateway, then waits for
+ * signals on this thread: SIGHUP reloads (a bad file keeps the old policies),
+ * SIGTERM/SIGINT drain and exit 0.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/gateway.h"
+#include "gateway/log.h"
+#include "policy/config.h"
+#include "policy/error.h"
+
+#define DRAIN_MS 30000
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: fencegate -c FILE [-t]\n"
+               "  -c FILE     run with the configuration FILE\n"
+               "  -t          only check the configuration and exit (0 = valid)\n"
+               "  --version   print the version\n"
+               "  --help      this text\n"
+               "Signals: SIGHUP reloads policies, SIGTERM drains and exits.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf = NULL;
+    bool test_only = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            conf = argv[++i];
+        } else if (strcmp(argv[i], "-t") == 0) {
+            test_only = true;
+        } else if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
+            printf("fencegate %s\n", FG_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "fencegate: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!conf) {
+        usage(stderr);
+        return 2;
+    }
+    char err[FG_CONFIG_ERR_LEN];
+    fg_config_t *cfg = NULL;
+    if (fg_config_load(conf, &cfg, err, sizeof err) != 0) {
+        if (test_only)
+            fprintf(stderr, "fencegate: %s\n", err);
+        else
+            fg_log(FG_LOG_ERROR, "invalid configuration", json_pack("{s:s}", "error", err));
+        return 1;
+    }
+    if (test_only) {
+        printf("fencegate: configuration %s is valid (%zu policies)\n", conf, cfg->n_policies);
+        fg_config_free(cfg);
+        return 0;
+    }
+
+    /* Signals are taken synchronously on this thread; every other thread
+     * inherits the blocked mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char listen[256], admin[256], state[512];
+    snprintf(listen, sizeof listen, "%s", cfg->listen);
+    snprintf(admin, sizeof admin, "%s", cfg->admin_listen ? cfg->admin_listen : "");
+    snprintf(state, sizeof state, "%s", cfg->state);
+    fg_gateway_t *gw = NULL;
+    char serr[512] = "";
+    int rc = fg_gateway_start(cfg, &gw, serr, sizeof serr);
+    if (rc) {
+        fg_log(FG_LOG_ERROR, "cannot start",
+               json_pack("{s:s,s:s}", "error", serr[0] ? serr : fg_strerror(rc), "code",
+                         fg_err_name(rc)));
+        return 1;
+    }
+    fg_log(FG_LOG_INFO, "fencegate started",
+           json_pack("{s:s,s:s,s:s,s:s,s:s}", "version", FG_VERSION, "listen", listen, "admin",
+                     admin, "state", state, "config", conf));
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0) continue;
+        if (sig == SIGHUP) {
+            fg_config_t *ncfg = NULL;
+            if (fg_config_load(conf, &ncfg, err, sizeof err) != 0) {
+                fg_log(FG_LOG_ERROR, "reload failed; keeping the running policies",
+                       json_pack("{s:s}", "error", err));
+                continue;
+            }
+            size_t np = ncfg->n_policies;
+            fg_gateway_reload(gw, ncfg);
+            fg_log(FG_LOG_INFO, "configuration reloaded",
+                   json_pack("{s:s,s:I}", "config", conf, "policies", (json_int_t)np));
+            continue;
+        }
+        fg_log(FG_LOG_INFO, "draining", json_pack("{s:s}", "signal", strsignal(sig)));
+        break;
+    }
+    fg_gateway_drain(gw, DRAIN_MS);
+    fg_gateway_free(gw);
+    fg_log(FG_LOG_INFO, "stopped", NULL);
+    return 0;
+}

@@ -1,0 +1,56 @@
+/*
+ * metrics.h -- request counters per policy and outcome, for GET /metrics.
+ *
+ * A row of counters exists per policy name (and one for requests that match
+ * no policy). Rows are created when a config is loaded and never freed, so a
+ * request may keep a row pointer across a SIGHUP reload; the number of rows is
+ * bounded by the number of distinct policy names ever loaded. Counters are
+ * relaxed atomics: cheap on the hot path, exact in total.
+ */
+#ifndef FG_METRICS_H
+#define FG_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FG_OUTCOMES(X)                                                                             \
+    X(FORWARDED, "forwarded")                                                                      \
+    X(READ, "read")                                                                                \
+    X(UNCHECKED, "unchecked")                                                                      \
+    X(REPORT_ONLY, "report_only")                                                                  \
+    X(STATE_ERROR_FORWARD, "state_error_forwarded")                                                \
+    X(STALE, "stale")                                                                              \
+    X(MISSING, "missing")                                                                          \
+    X(MALFORMED, "malformed")                                                                      \
+    X(UNMATCHED, "unmatched")                                                                      \
+    X(NON_CANONICAL, "non_canonical")                                                              \
+    X(STATE_UNAVAILABLE, "state_unavailable")                                                      \
+    X(FENCE_BUSY, "fence_busy")                                                                    \
+    X(UPSTREAM_ERROR, "upstream_error")                                                            \
+    X(UPSTREAM_TIMEOUT, "upstream_timeout")
+
+typedef enum fg_outcome {
+#define FG_OUTCOME_ENUM(n, s) FG_OUT_##n,
+    FG_OUTCOMES(FG_OUTCOME_ENUM)
+#undef FG_OUTCOME_ENUM
+        FG_OUT_COUNT_
+} fg_outcome_t;
+
+typedef struct fg_metrics_row fg_metrics_row_t;
+
+/* The row for `policy` (NULL: the "no policy" row); created on first use.
+ * Never freed; NULL only when out of memory. Thread-safe. */
+fg_metrics_row_t *fg_metrics_row(const char *policy);
+
+/* Count one request with this outcome. `row` may be NULL (then the "no policy" row). */
+void fg_metrics_count(fg_metrics_row_t *row, fg_outcome_t o);
+
+/* Gauges maintained by the gateway. */
+void fg_metrics_gauge_add(int which, int64_t delta);
+enum { FG_GAUGE_INFLIGHT = 0, FG_GAUGE_LANE_WAITERS, FG_GAUGE_STORE_QUEUE, FG_GAUGE_COUNT_ };
+void fg_metrics_set_store_up(int up);
+
+/* Render the Prometheus text exposition into a malloc'd string (*len set). NULL on ENOMEM. */
+char *fg_metrics_render(size_t *len);
+
+#endif
