@@ -1,0 +1,123 @@
+/*
+ * harness.h -- start real processes for integration tests, and talk HTTP to them.
+ *
+ * Every process a test starts (gateway, demo store, redis-server) runs on a
+ * free loopback port in a private temporary directory and is killed by the
+ * harness when the test ends (fgt_*_stop, or the atexit/teardown sweep), so a
+ * failing test leaves nothing running.
+ *
+ * Binaries: FG_BIN_GATEWAY and FG_BIN_DEMO_STORE are compiled in by CMake.
+ * Redis: FG_TEST_REDIS_URL (set by the test script) names a shared server;
+ * tests that must stop or restart the store start their own with
+ * fgt_redis_start().
+ */
+#ifndef FG_TEST_HARNESS_H
+#define FG_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+/* ---- processes ---- */
+typedef struct fgt_proc {
+    pid_t pid;
+    char log[512]; /* file that receives its stdout+stderr */
+} fgt_proc_t;
+
+/* A fresh private directory under $TMPDIR (removed by fgt_cleanup_dirs at exit). */
+const char *fgt_tmpdir(void);
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+int fgt_free_port(void);
+/* Wait until 127.0.0.1:port accepts connections (true) or timeout_ms passes. */
+bool fgt_wait_port(int port, int timeout_ms);
+/* fork+exec argv with stdout/stderr to `logfile`. Aborts the test on failure. */
+fgt_proc_t fgt_spawn(char *const argv[], const char *logfile);
+/* Send `sig` and reap (SIGKILL after 5 s for SIGTERM). Returns the exit status as waitpid gives it.
+ */
+int fgt_stop(fgt_proc_t *p, int sig);
+/* Peak resident set (VmHWM) of a live process in KiB, or -1. */
+long fgt_vm_hwm_kib(pid_t pid);
+/* Contents of a whole file, malloc'd (NULL if unreadable). */
+char *fgt_read_file(const char *path);
+
+/* ---- demo store (upstream) ---- */
+typedef struct fgt_upstream {
+    fgt_proc_t proc;
+    int port;
+    char url[64]; /* http://127.0.0.1:PORT */
+} fgt_upstream_t;
+
+/* Start build/fencegate-demo-store on a free port. delay_max_ms > 0: each
+ * answer is delayed by a random 0..delay_max_ms. */
+void fgt_upstream_start(fgt_upstream_t *u, int delay_max_ms);
+void fgt_upstream_stop(fgt_upstream_t *u);
+/* The demo store's write log: a JSON array, in arrival order, of objects
+ * {"seq","method","path","token"(string or null),"size","fnv1a64"(hex string),
+ * "headers"{lower-case name: value}}. Caller json_decref()s. */
+json_t *fgt_upstream_log(fgt_upstream_t *u);
+/* How many requests (reads and writes) the demo store has seen. */
+long fgt_upstream_count(fgt_upstream_t *u);
+
+/* ---- redis ---- */
+typedef struct fgt_redis {
+    fgt_proc_t proc;
+    int port;
+    char dir[256];
+    char url[64]; /* redis://127.0.0.1:PORT/0 */
+} fgt_redis_t;
+
+/* Start a private redis-server (appendonly yes, appendfsync always) in its own dir. */
+void fgt_redis_start(fgt_redis_t *r);
+/* Start it again on the same port and dir (after fgt_redis_stop): data comes back from the AOF. */
+void fgt_redis_restart(fgt_redis_t *r);
+void fgt_redis_stop(fgt_redis_t *r);
+/* Run one redis command (argv style) against it; returns the reply as text
+ * (malloc'd; integers in decimal, nil as NULL). For assertions. */
+char *fgt_redis_cmd(const fgt_redis_t *r, const char *const argv[]);
+
+/* ---- gateway ---- */
+typedef struct fgt_gateway {
+    fgt_proc_t proc;
+    int port, admin_port;
+    char url[64], admin_url[64];
+    char conf[512]; /* path of the config file written */
+    char dir[256];
+} fgt_gateway_t;
+
+/* Write `config` to a file in a fresh dir and start the gateway on it. The
+ * text may use the placeholders {listen}, {admin} (replaced by 127.0.0.1:PORT
+ * with free ports) and {dir} (the gateway's dir, e.g. for sqlite:{dir}/fg.db).
+ * Waits for /healthz; aborts the test if the gateway does not come up. */
+void fgt_gateway_start(fgt_gateway_t *g, const char *config);
+/* Start again with the same config file and ports (after a stop or kill). */
+void fgt_gateway_restart(fgt_gateway_t *g);
+/* SIGTERM and wait; returns the exit status. */
+int fgt_gateway_stop(fgt_gateway_t *g);
+
+/* ---- HTTP client (libcurl) ---- */
+typedef struct fgt_resp {
+    long status;
+    char *headers; /* raw response header block, malloc'd */
+    char *body;    /* malloc'd, NUL-terminated */
+    size_t body_len;
+    int curl_err; /* CURLcode; 0 on success */
+} fgt_resp_t;
+
+/* One request. `headers` is a NULL-terminated list of "Name: value" lines (may
+ * be NULL). `body` may be NULL. The URL is sent as given (no path squashing). */
+fgt_resp_t fgt_http(const char *method, const char *url, const char *const headers[],
+                    const char *body, size_t body_len);
+void fgt_resp_free(fgt_resp_t *r);
+/* Value of response header `name` (case-insensitive) copied into buf, or NULL. */
+const char *fgt_resp_header(const fgt_resp_t *r, const char *name, char *buf, size_t len);
+/* Body parsed as JSON (caller json_decref()s), or NULL. */
+json_t *fgt_resp_json(const fgt_resp_t *r);
+
+/* Send raw bytes over a new TCP connection and read the whole answer (until the
+ * server closes or timeout_ms). For request targets libcurl would not send. */
+char *fgt_raw_request(int port, const char *bytes, size_t len, int timeout_ms);
+
+#endif
