@@ -1,0 +1,214 @@
+/*
+ * test_config.c -- the INI configuration: defaults, every value check, errors
+ * that name the right line, and policy matching order.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "policy/config.h"
+#include "policy/error.h"
+
+#define GW "[gateway]\nupstream = http://127.0.0.1:9000\n"
+
+static fg_config_t *load_ok(const char *text)
+{
+    fg_config_t *c = NULL;
+    char err[FG_CONFIG_ERR_LEN] = "";
+    cr_assert_eq(fg_config_load_string("t.conf", text, &c, err, sizeof err), 0, "%s", err);
+    return c;
+}
+
+/* The config must be refused with an error that starts with `prefix`. */
+static void load_err(const char *text, const char *prefix)
+{
+    fg_config_t *c = NULL;
+    char err[FG_CONFIG_ERR_LEN] = "";
+    int rc = fg_config_load_string("t.conf", text, &c, err, sizeof err);
+    cr_expect_eq(rc, FG_ECONFIG, "accepted:\n%s", text);
+    cr_expect_null(c);
+    cr_expect(strncmp(err, prefix, strlen(prefix)) == 0, "error '%s', want prefix '%s'", err,
+              prefix);
+    fg_config_free(c);
+}
+
+Test(config, defaults)
+{
+    fg_config_t *c = load_ok(GW "[policy orders]\nmatch = /orders/{id}\nkey = order:{id}\n");
+    cr_assert_str_eq(c->listen, "127.0.0.1:8080");
+    cr_assert_str_eq(c->state, "sqlite:fencegate.db");
+    cr_assert_str_eq(c->admin_listen, "127.0.0.1:8081");
+    cr_assert_eq(c->upstream_timeout_ms, 30000);
+    cr_assert_eq(c->fence_wait_ms, 5000);
+    cr_assert_eq(c->max_connections, 1024);
+    cr_assert_not(c->unmatched_forward);
+    cr_assert_eq(c->n_policies, 1);
+    const fg_policy_t *p = &c->policies[0];
+    cr_assert_str_eq(p->name, "orders");
+    cr_assert_str_eq(p->token_header, "Fencing-Token");
+    cr_assert_eq(p->compare, FG_COMPARE_GE);
+    cr_assert_eq(p->mode, FG_MODE_ENFORCE);
+    cr_assert_not(p->missing_forward);
+    cr_assert_not(p->state_error_forward);
+    cr_assert_null(p->upstream);
+    cr_assert(fg_policy_is_read(p, "GET"));
+    cr_assert(fg_policy_is_read(p, "HEAD"));
+    cr_assert(fg_policy_is_read(p, "OPTIONS"));
+    cr_assert_not(fg_policy_is_read(p, "get"), "method names are case-sensitive");
+    cr_assert_not(fg_policy_is_read(p, "PUT"));
+    fg_config_free(c);
+}
+
+Test(config, the_spec_example_loads)
+{
+    fg_config_t *c = load_ok(
+        "[gateway]\n"
+        "listen = 127.0.0.1:8080\n"
+        "upstream = http://127.0.0.1:9000\n"
+        "state = sqlite:fencegate.db            ; redis://host:6379/0  postgres://user@host/db\n"
+        "admin_listen = 127.0.0.1:8081\n"
+        "admin_token_file =                      ; when set, admin calls need a token\n"
+        "unmatched_writes = reject               ; reject | forward\n"
+        "upstream_timeout = 30s\n"
+        "fence_wait = 5s\n"
+        "max_connections = 1024\n"
+        "\n"
+        "[policy orders]                         ; one section per policy\n"
+        "match = /orders/{id}                    ; {name} = one segment\n"
+        "key = order:{id}\n"
+        "read_methods = GET HEAD OPTIONS         ; the default\n"
+        "token_header = Fencing-Token            ; the default\n"
+        "compare = >=                            ; >= (default) | >\n"
+        "on_missing = reject                     ; reject | forward\n"
+        "on_state_error = reject                 ; reject | forward\n"
+        "mode = enforce                          ; enforce | report-only | off\n"
+        "upstream = http://127.0.0.1:9001        ; optional\n");
+    cr_assert_str_eq(c->policies[0].upstream, "http://127.0.0.1:9001");
+    cr_assert(!c->admin_token_file || !c->admin_token_file[0]);
+    fg_config_free(c);
+}
+
+Test(config, values)
+{
+    fg_config_t *c = load_ok("[gateway]\nupstream = https://store:443/prefix\n"
+                             "state = redis://127.0.0.1:6379/2\nunmatched_writes = forward\n"
+                             "upstream_timeout = 250ms\nfence_wait = 2m\nmax_connections = 7\n"
+                             "[policy a]\nmatch = /a/{x}\nkey = a:{x}\ncompare = >\n"
+                             "on_missing = forward\non_state_error = forward\n"
+                             "mode = report-only\nread_methods = GET PROPFIND\n"
+                             "token_header = X-Lock-Token\n"
+                             "[policy b]\nmatch = /b/{x}\nkey = b:{x}\nmode = off\n");
+    cr_assert(c->unmatched_forward);
+    cr_assert_eq(c->upstream_timeout_ms, 250);
+    cr_assert_eq(c->fence_wait_ms, 120000);
+    cr_assert_eq(c->max_connections, 7);
+    const fg_policy_t *a = &c->policies[0];
+    cr_assert_eq(a->compare, FG_COMPARE_GT);
+    cr_assert(a->missing_forward);
+    cr_assert(a->state_error_forward);
+    cr_assert_eq(a->mode, FG_MODE_REPORT_ONLY);
+    cr_assert(fg_policy_is_read(a, "PROPFIND"));
+    cr_assert_not(fg_policy_is_read(a, "HEAD"), "read_methods replaces the default");
+    cr_assert_str_eq(a->token_header, "X-Lock-Token");
+    cr_assert_eq(c->policies[1].mode, FG_MODE_OFF);
+    fg_config_free(c);
+}
+
+Test(config, errors_name_file_and_line)
+{
+    load_err("[gateway]\nupstream = http://x:1\nbogus = 1\n", "t.conf:3: unknown key 'bogus'");
+    load_err(GW "[server]\n", "t.conf:3: unknown section [server]");
+    load_err(GW "\n[policy a]\nmatch = /a/{x}\nkey = a:{y}\n", "t.conf:6:");
+    load_err(GW "[policy a]\nmatch = /a/{x}\nkey = a:{x}\n[policy a]\nmatch = /b\nkey = b\n",
+             "t.conf:6: duplicate policy 'a'");
+    load_err(GW "[policy a]\nmatch = /a/{x}\nkey = a:{x}\ncompare = <\n", "t.conf:6:");
+    load_err(GW "[policy a]\nmatch = /a/{x}\nkey = a:{x}\nmode = audit\n", "t.conf:6:");
+    load_err(GW "[policy a]\nmatch = /a/{x}\nkey = a:{x}\non_missing = maybe\n", "t.conf:6:");
+    load_err(GW "[policy a]\nmatch = /a/{x}\nkey = a:{x}\non_state_error = 1\n", "t.conf:6:");
+    load_err(GW "[policy a]\nmatch = /a/{x}\nkey = a:{x}\ntoken_header = Bad Header\n",
+             "t.conf:6:");
+    load_err(GW "[policy a]\nmatch = a/{x}\nkey = a:{x}\n", "t.conf:4:");
+    load_err(GW "[policy a]\nmatch = /a/{x}\nkey = a:{x}\nmatch = /b\n",
+             "t.conf:6: duplicate key 'match'");
+    load_err(GW "[policy a]\nkey = a\n", "t.conf:3: [policy a] needs 'match'");
+    load_err(GW "[policy a]\nmatch = /a\n", "t.conf:3: [policy a] needs 'key'");
+    load_err(GW "[policy a]\nmatch = /a\nkey = a\nfoo = 1\n", "t.conf:6: unknown key 'foo'");
+    load_err(GW "upstream_timeout = 10 s\n", "t.conf:3:");
+    load_err(GW "upstream_timeout = -1s\n", "t.conf:3:");
+    load_err(GW "fence_wait = 5h5\n", "t.conf:3:");
+    load_err(GW "max_connections = 0\n", "t.conf:3:");
+    load_err(GW "max_connections = 1e3\n", "t.conf:3:");
+    load_err(GW "listen = 8080\n", "t.conf:3:");
+    load_err(GW "listen = 127.0.0.1:99999\n", "t.conf:3:");
+    load_err(GW "state = mysql://x\n", "t.conf:3:");
+    load_err(GW "unmatched_writes = allow\n", "t.conf:3:");
+    load_err("[gateway]\nupstream = ftp://x\n", "t.conf:2:");
+    load_err("[gateway]\nlisten = 127.0.0.1:1\n", "t.conf: [gateway] upstream is required");
+    load_err("upstream = http://x:1\n", "t.conf:1:");
+    load_err(GW "this line is not ini\n", "t.conf:3:");
+    /* a line longer than inih's buffer is an error, never silently split */
+    char text[1024];
+    char longv[400];
+    memset(longv, 'a', sizeof longv - 1);
+    longv[sizeof longv - 1] = '\0';
+    snprintf(text, sizeof text, GW "[policy a]\nmatch = /a/%s\nkey = a\n", longv);
+    load_err(text, "t.conf:4: line too long");
+}
+
+Test(config, durations_and_sizes)
+{
+    uint64_t v;
+    cr_assert_eq(fg_config_parse_duration("250ms", &v), 0);
+    cr_assert_eq(v, 250);
+    cr_assert_eq(fg_config_parse_duration("5s", &v), 0);
+    cr_assert_eq(v, 5000);
+    cr_assert_eq(fg_config_parse_duration("2m", &v), 0);
+    cr_assert_eq(v, 120000);
+    cr_assert_eq(fg_config_parse_duration("7", &v), 0);
+    cr_assert_eq(v, 7000);
+    cr_assert_eq(fg_config_parse_duration("30d", &v), 0);
+    cr_assert_eq(v, 30ULL * 86400000);
+    cr_assert_eq(fg_config_parse_duration("5 s", &v), FG_ECONFIG);
+    cr_assert_eq(fg_config_parse_duration("s", &v), FG_ECONFIG);
+    cr_assert_eq(fg_config_parse_duration("1.5s", &v), FG_ECONFIG);
+    cr_assert_eq(fg_config_parse_duration("99999999999999999999d", &v), FG_ECONFIG);
+    cr_assert_eq(fg_config_parse_size("64k", &v), 0);
+    cr_assert_eq(v, 65536);
+    cr_assert_eq(fg_config_parse_size("10m", &v), 0);
+    cr_assert_eq(v, 10485760);
+    cr_assert_eq(fg_config_parse_size("1g", &v), 0);
+    cr_assert_eq(v, 1073741824);
+    cr_assert_eq(fg_config_parse_size("1t", &v), FG_ECONFIG);
+}
+
+Test(config, hostport)
+{
+    char h[64];
+    unsigned p;
+    cr_assert_eq(fg_config_split_hostport("127.0.0.1:8080", h, sizeof h, &p), 0);
+    cr_assert_str_eq(h, "127.0.0.1");
+    cr_assert_eq(p, 8080);
+    cr_assert_eq(fg_config_split_hostport("[::1]:81", h, sizeof h, &p), 0);
+    cr_assert_str_eq(h, "::1");
+    cr_assert_eq(fg_config_split_hostport("::1:81", h, sizeof h, &p), FG_ECONFIG);
+    cr_assert_eq(fg_config_split_hostport("host", h, sizeof h, &p), FG_ECONFIG);
+    cr_assert_eq(fg_config_split_hostport("host:70000", h, sizeof h, &p), FG_ECONFIG);
+}
+
+Test(config, first_policy_in_file_order_wins)
+{
+    fg_config_t *c = load_ok(GW "[policy specific]\nmatch = /o/special\nkey = s\n"
+                                "[policy general]\nmatch = /o/{id}\nkey = o:{id}\n"
+                                "[policy shadowed]\nmatch = /o/{x}\nkey = never:{x}\n"
+                                "[policy rest]\nmatch = /o/{a}/{r*}\nkey = r:{a}:{r}\n");
+    fg_captures_t caps;
+    const fg_policy_t *p = fg_config_match(c, "/o/special", 10, &caps);
+    cr_assert_str_eq(p->name, "specific");
+    p = fg_config_match(c, "/o/1", 4, &caps);
+    cr_assert_str_eq(p->name, "general");
+    p = fg_config_match(c, "/o/1/2/3", 8, &caps);
+    cr_assert_str_eq(p->name, "rest");
+    cr_assert_null(fg_config_match(c, "/x", 2, &caps));
+    cr_assert_null(fg_config_match(c, "/o/1/", 5, &caps), "exact: no trailing-slash forgiveness");
+    fg_config_free(c);
+}
