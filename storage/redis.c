@@ -482,6 +482,83 @@ static int rd_audit_query(fg_store_t *s, const fg_audit_query_t *q, fg_audit_lis
     return 0;
 }
 
+/* Delete the oldest entries up to (excluding) `end_excl` ("+" for no bound),
+ * at most `count`: XRANGE then XDEL, exact and bounded by `count`. */
+static int delete_oldest(rd_t *r, const char *end, size_t count, size_t *deleted)
+{
+    char cnt[24];
+    snprintf(cnt, sizeof cnt, "%zu", count);
+    const char *argv[] = {"XRANGE", AUDIT_STREAM, "-", end, "COUNT", cnt};
+    size_t lens[6];
+    for (int i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
+    redisReply *rep = cmd(r, 6, argv, lens);
+    if (!rep) return FG_EUNAVAIL;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        int rc = fg_store_seterr(&r->base, FG_EPROTO, "redis XRANGE: %s",
+                                 rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected");
+        freeReplyObject(rep);
+        return rc;
+    }
+    size_t n = rep->elements;
+    int rc = 0;
+    if (n) {
+        const char **dargv = malloc((n + 2) * sizeof *dargv);
+        size_t *dlens = malloc((n + 2) * sizeof *dlens);
+        if (!dargv || !dlens) {
+            rc = FG_ENOMEM;
+        } else {
+            dargv[0] = "XDEL";
+            dargv[1] = AUDIT_STREAM;
+            size_t k = 2;
+            for (size_t i = 0; i < n; i++) {
+                redisReply *e = rep->element[i];
+                if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
+                    e->element[0]->type == REDIS_REPLY_STRING)
+                    dargv[k++] = e->element[0]->str;
+            }
+            for (size_t i = 0; i < k; i++) dlens[i] = strlen(dargv[i]);
+            redisReply *d = cmd(r, (int)k, dargv, dlens);
+            if (!d)
+                rc = FG_EUNAVAIL;
+            else if (d->type == REDIS_REPLY_INTEGER)
+                *deleted += (size_t)d->integer;
+            else
+                rc = fg_store_seterr(&r->base, FG_EPROTO, "redis XDEL failed");
+            freeReplyObject(d);
+        }
+        free(dargv);
+        free(dlens);
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+static int rd_audit_purge(fg_store_t *s, int64_t older_than_ms, uint64_t keep_max, size_t batch,
+                          size_t *deleted)
+{
+    rd_t *r = (rd_t *)s;
+    *deleted = 0;
+    int rc = 0;
+    if (older_than_ms >= 0) {
+        char end[32]; /* ids are "<ms>-<seq>": everything before <ms>-0 is older */
+        snprintf(end, sizeof end, "(%lld-0", (long long)older_than_ms);
+        rc = delete_oldest(r, end, batch, deleted);
+    }
+    if (!rc && keep_max) {
+        const char *argv[] = {"XLEN", AUDIT_STREAM};
+        size_t lens[] = {4, strlen(AUDIT_STREAM)};
+        redisReply *rep = cmd(r, 2, argv, lens);
+        if (!rep) return FG_EUNAVAIL;
+        long long len = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
+        freeReplyObject(rep);
+        if ((uint64_t)len > keep_max) {
+            uint64_t excess = (uint64_t)len - keep_max;
+            rc = delete_oldest(r, "+", excess < batch ? (size_t)excess : batch, deleted);
+        }
+    }
+    return rc;
+}
+
 static int rd_ping(fg_store_t *s)
 {
     rd_t *r = (rd_t *)s;
@@ -507,5 +584,6 @@ const fg_store_backend_t fg_store_redis = {
     .get = rd_get,
     .audit_append = rd_audit_append,
     .audit_query = rd_audit_query,
+    .audit_purge = rd_audit_purge,
     .ping = rd_ping,
 };

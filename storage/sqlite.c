@@ -319,6 +319,39 @@ static int sq_audit_query(fg_store_t *s, const fg_audit_query_t *qq, fg_audit_li
     return 0;
 }
 
+static int purge_one(sq_t *q, const char *sql, int64_t a, size_t batch, size_t *deleted)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sq_fail(q, "audit purge");
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)batch);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return sq_fail(q, "audit purge");
+    *deleted += (size_t)sqlite3_changes(q->db);
+    return 0;
+}
+
+static int sq_audit_purge(fg_store_t *s, int64_t older_than_ms, uint64_t keep_max, size_t batch,
+                          size_t *deleted)
+{
+    sq_t *q = (sq_t *)s;
+    *deleted = 0;
+    int rc = 0;
+    if (older_than_ms >= 0)
+        rc = purge_one(q,
+                       "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time_ms < ?1 "
+                       "ORDER BY id LIMIT ?2)",
+                       older_than_ms, batch, deleted);
+    if (!rc && keep_max)
+        rc = purge_one(q,
+                       "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE id <= (SELECT "
+                       "id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1) ORDER BY id LIMIT ?2)",
+                       keep_max > INT64_MAX ? INT64_MAX : (int64_t)keep_max, batch, deleted);
+    return rc;
+}
+
 static int sq_ping(fg_store_t *s)
 {
     sq_t *q = (sq_t *)s;
@@ -339,5 +372,6 @@ const fg_store_backend_t fg_store_sqlite = {
     .get = sq_get,
     .audit_append = sq_audit_append,
     .audit_query = sq_audit_query,
+    .audit_purge = sq_audit_purge,
     .ping = sq_ping,
 };

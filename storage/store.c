@@ -18,7 +18,8 @@
 #include "policy/error.h"
 #include "storage/store_int.h"
 
-static const fg_store_backend_t *const backends[] = {&fg_store_sqlite, &fg_store_redis};
+static const fg_store_backend_t *const backends[] = {&fg_store_sqlite, &fg_store_redis,
+                                                     &fg_store_postgres};
 
 static const char *const reason_names[] = {NULL,        "stale",       "missing",    "malformed",
                                            "unmatched", "report-only", "state-error"};
@@ -96,6 +97,7 @@ const fg_store_backend_t *fg_store_backend_for(const char *url)
         size_t n = strlen(backends[i]->scheme);
         if (strncmp(url, backends[i]->scheme, n) == 0 && url[n] == ':') return backends[i];
     }
+    if (strncmp(url, "postgresql://", 13) == 0) return &fg_store_postgres;
     return NULL;
 }
 
@@ -149,10 +151,7 @@ int fg_store_open(const char *url, const fg_store_opts_t *o, fg_store_t **out, c
     *out = NULL;
     const fg_store_backend_t *be = fg_store_backend_for(url);
     if (!be) {
-        if (strncmp(url, "postgres", 8) == 0)
-            snprintf(err, err_len, "the postgres state store is not built into this version");
-        else
-            snprintf(err, err_len, "unknown state store URL '%s'", url);
+        snprintf(err, err_len, "unknown state store URL '%s'", url);
         return FG_EINVAL;
     }
     return be->create(url, o, out, err, err_len);
@@ -244,6 +243,14 @@ int fg_store_audit_query(fg_store_t *s, const fg_audit_query_t *q, fg_audit_list
     rc = after(s, s->be->audit_query(s, q, out));
     if (rc) fg_audit_list_free(out);
     return rc;
+}
+
+int fg_store_audit_purge(fg_store_t *s, int64_t older_than_ms, uint64_t keep_max, size_t batch,
+                         size_t *deleted)
+{
+    *deleted = 0;
+    int rc = ensure(s);
+    return rc ? rc : after(s, s->be->audit_purge(s, older_than_ms, keep_max, batch, deleted));
 }
 
 int fg_store_ping(fg_store_t *s)

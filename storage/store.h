@@ -24,6 +24,8 @@
 
 #define FG_STORE_ERR_LEN 256
 #define FG_AUDIT_ID_LEN  48
+/* Most checks one fg_store_check() call may carry. */
+#define FG_STORE_BATCH_MAX 128
 
 typedef enum fg_reason {
     FG_REASON_NONE = 0,
@@ -132,6 +134,11 @@ typedef struct fg_store_backend {
     int (*get)(fg_store_t *s, const char *resource, uint64_t *hwm);
     int (*audit_append)(fg_store_t *s, fg_audit_t *rec);
     int (*audit_query)(fg_store_t *s, const fg_audit_query_t *q, fg_audit_list_t *out);
+    /* Delete at most `batch` audit records older than `older_than_ms` (wall ms;
+     * < 0: no age limit) and at most `batch` beyond the newest `keep_max` (0: no
+     * count limit); *deleted gets how many went. */
+    int (*audit_purge)(fg_store_t *s, int64_t older_than_ms, uint64_t keep_max, size_t batch,
+                       size_t *deleted);
     int (*ping)(fg_store_t *s);
 } fg_store_backend_t;
 
@@ -179,6 +186,15 @@ int fg_store_audit_append(fg_store_t *s, fg_audit_t *rec);
 /* Query the audit trail, newest first. On 0, *out must be freed with
  * fg_audit_list_free. */
 int fg_store_audit_query(fg_store_t *s, const fg_audit_query_t *q, fg_audit_list_t *out);
+
+/*
+ * Audit retention: delete one bounded batch (at most `batch` records per
+ * rule) of records older than `older_than_ms` (< 0: no age rule) and of
+ * records beyond the newest `keep_max` (0: no count rule). *deleted gets the
+ * number removed; call again while it equals the batch size.
+ */
+int fg_store_audit_purge(fg_store_t *s, int64_t older_than_ms, uint64_t keep_max, size_t batch,
+                         size_t *deleted);
 
 /* Round trip to the store: 0 when it answers. */
 int fg_store_ping(fg_store_t *s);

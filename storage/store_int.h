@@ -11,6 +11,7 @@
 /* Backends, registered in store.c's table. */
 extern const fg_store_backend_t fg_store_sqlite;
 extern const fg_store_backend_t fg_store_redis;
+extern const fg_store_backend_t fg_store_postgres;
 
 /* Copy `s` (`len` bytes, not NUL-terminated) into memory owned by `l`
  * (freed by fg_audit_list_free). Returns NULL on ENOMEM; NULL in, NULL out. */
