@@ -430,7 +430,7 @@ int fg_admin_start(fg_gateway_t *gw, fg_admin_t **out, char *err, size_t err_len
     pthread_mutex_init(&a->mu, NULL);
     int rc = read_token_file(cfg->admin_token_file, a->token, sizeof a->token, err, err_len);
     fg_store_opts_t so = {
-        .timeout_ms = cfg->state_timeout_ms, .backoff_min_ms = 50, .backoff_max_ms = 2000};
+        .timeout_ms = cfg->state_timeout_ms, .backoff_min_ms = 50, .backoff_max_ms = 500};
     if (!rc) rc = fg_store_open(cfg->state, &so, &a->store, err, err_len);
     int fd = rc ? -1 : fg_listen_socket(cfg->admin_listen, false, err, err_len);
     if (!rc && fd < 0) rc = FG_EIO;

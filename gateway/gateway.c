@@ -143,6 +143,8 @@ int fg_gateway_start(fg_config_t *cfg, fg_gateway_t **out, char *err, size_t err
         rc = fg_admin_start(gw, &gw->admin, err, err_len);
         if (rc) goto fail;
     }
+    rc = fg_janitor_start(gw, &gw->janitor, err, err_len);
+    if (rc) goto fail;
     for (unsigned i = 0; i < gw->n_engines; i++) {
         rc = fg_engine_run(gw->engines[i]);
         if (rc) {

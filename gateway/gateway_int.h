@@ -20,6 +20,7 @@ typedef struct fg_cfgref {
 
 typedef struct fg_engine fg_engine_t;
 typedef struct fg_admin fg_admin_t;
+typedef struct fg_janitor fg_janitor_t;
 
 struct fg_gateway {
     pthread_mutex_t cfg_mu;
@@ -30,6 +31,7 @@ struct fg_gateway {
     fg_engine_t **engines;
     unsigned n_engines;
     fg_admin_t *admin;
+    fg_janitor_t *janitor;
 };
 
 /* Current config with one more reference (never NULL). */
@@ -56,6 +58,12 @@ int fg_admin_start(fg_gateway_t *gw, fg_admin_t **out, char *err, size_t err_len
 /* Re-read the admin token file (SIGHUP). */
 void fg_admin_reload(fg_admin_t *a, const fg_config_t *cfg);
 void fg_admin_stop(fg_admin_t *a);
+
+/* ---- janitor.c ---- */
+/* Start audit retention when audit_retention or audit_max is set (else *out
+ * stays NULL and 0 is returned). */
+int fg_janitor_start(fg_gateway_t *gw, fg_janitor_t **out, char *err, size_t err_len);
+void fg_janitor_stop(fg_janitor_t *j);
 
 /* Parse a listen address and open a bound, listening, non-blocking socket.
  * `reuseport` sets SO_REUSEPORT. Returns the fd or -1 with a message. */

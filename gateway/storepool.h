@@ -19,7 +19,7 @@
 
 #include "storage/store.h"
 
-#define FG_STOREPOOL_BATCH 128
+#define FG_STOREPOOL_BATCH FG_STORE_BATCH_MAX
 
 typedef enum fg_job_kind { FG_JOB_CHECK = 1, FG_JOB_AUDIT } fg_job_kind_t;
 
