@@ -52,10 +52,29 @@ start_redis() {
   echo "== redis-server on :$port"
 }
 
-# Postgres: started here (initdb/pg_ctl in $WORK, non-root, private port and
-# socket dir) once the postgres store lands; see issue "Postgres state store".
-start_postgres() { :; }
-stop_postgres() { :; }
+# A throwaway Postgres cluster: initdb into a private folder, run as a
+# non-root user (postgres, when we are root), private port and socket dir.
+PGDATA_DIR=""
+as_pg() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+start_postgres() {
+  local bin; bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  local port; port=$(free_port)
+  PGDATA_DIR=$(mktemp -d /tmp/fencegate-pg.XXXXXX)
+  [[ $(id -u) -eq 0 ]] && chown postgres: "$PGDATA_DIR"
+  as_pg "$bin/initdb" -D "$PGDATA_DIR/data" -A trust -U postgres -N >"$WORK/initdb.log" 2>&1 \
+    || { cat "$WORK/initdb.log"; exit 1; }
+  as_pg "$bin/pg_ctl" -D "$PGDATA_DIR/data" -l "$PGDATA_DIR/postgres.log" -w \
+    -o "-p $port -k $PGDATA_DIR -c listen_addresses=127.0.0.1" start >/dev/null
+  PG_CTL="$bin/pg_ctl"
+  export FG_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  echo "== postgres on :$port ($PGDATA_DIR)"
+}
+stop_postgres() {
+  if [[ -n "$PGDATA_DIR" ]]; then
+    as_pg "$PG_CTL" -D "$PGDATA_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$PGDATA_DIR"
+  fi
+}
 
 build() {
   local dir=$1; shift

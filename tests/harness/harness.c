@@ -12,6 +12,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <glob.h>
+#include <libpq-fe.h>
+#include <pwd.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -103,7 +106,14 @@ bool fgt_wait_port(int port, int timeout_ms)
     return false;
 }
 
+static fgt_proc_t spawn_as(char *const argv[], const char *logfile, uid_t uid, gid_t gid);
+
 fgt_proc_t fgt_spawn(char *const argv[], const char *logfile)
+{
+    return spawn_as(argv, logfile, (uid_t)-1, (gid_t)-1);
+}
+
+static fgt_proc_t spawn_as(char *const argv[], const char *logfile, uid_t uid, gid_t gid)
 {
     fgt_proc_t p = {0};
     snprintf(p.log, sizeof p.log, "%s", logfile);
@@ -116,6 +126,7 @@ fgt_proc_t fgt_spawn(char *const argv[], const char *logfile)
             dup2(fd, 2);
             close(fd);
         }
+        if (uid != (uid_t)-1 && (setgid(gid) != 0 || setuid(uid) != 0)) _exit(126);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -314,6 +325,121 @@ char *fgt_redis_cmd(const fgt_redis_t *r, const char *const argv[])
     }
     freeReplyObject(rep);
     redisFree(c);
+    return out;
+}
+
+/* ---- postgres ---- */
+
+static bool pg_bin(const char *name, char *out, size_t len)
+{
+    glob_t g;
+    char pat[128];
+    snprintf(pat, sizeof pat, "/usr/lib/postgresql/*/bin/%s", name);
+    bool ok = glob(pat, 0, NULL, &g) == 0 && g.gl_pathc > 0;
+    if (ok) snprintf(out, len, "%s", g.gl_pathv[g.gl_pathc - 1]);
+    globfree(&g);
+    return ok;
+}
+
+static void pg_user(uid_t *uid, gid_t *gid)
+{
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (getuid() != 0) return;
+    struct passwd *pw = getpwnam("postgres");
+    cr_assert(pw, "running as root needs a 'postgres' user to run the server");
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+}
+
+static void pg_spawn(fgt_pg_t *pg)
+{
+    char bin[256], port[16], data[300], sock[300], log[300];
+    cr_assert(pg_bin("postgres", bin, sizeof bin));
+    snprintf(port, sizeof port, "%d", pg->port);
+    snprintf(data, sizeof data, "%s/data", pg->dir);
+    snprintf(sock, sizeof sock, "unix_socket_directories=%s", pg->dir);
+    snprintf(log, sizeof log, "%s/postgres.log", pg->dir);
+    uid_t uid;
+    gid_t gid;
+    pg_user(&uid, &gid);
+    char *argv[] = {bin,
+                    (char *)"-D",
+                    data,
+                    (char *)"-p",
+                    port,
+                    (char *)"-c",
+                    sock,
+                    (char *)"-c",
+                    (char *)"listen_addresses=127.0.0.1",
+                    (char *)"-c",
+                    (char *)"fsync=on",
+                    NULL};
+    pg->proc = spawn_as(argv, log, uid, gid);
+    cr_assert(fgt_wait_port(pg->port, 20000), "postgres did not start (see %s)", log);
+    /* the port opens before the server accepts logins; wait for a real answer */
+    for (int i = 0; i < 200; i++) {
+        PGconn *c = PQconnectdb(pg->url);
+        bool ok = PQstatus(c) == CONNECTION_OK;
+        PQfinish(c);
+        if (ok) return;
+        sleep_ms(50);
+    }
+    cr_assert_fail("postgres does not accept connections (see %s)", log);
+}
+
+void fgt_pg_start(fgt_pg_t *pg)
+{
+    memset(pg, 0, sizeof *pg);
+    char initdb[256];
+    if (!pg_bin("initdb", initdb, sizeof initdb))
+        cr_skip_test("no postgres server binaries (/usr/lib/postgresql/*/bin)");
+    snprintf(pg->dir, sizeof pg->dir, "%s", fgt_tmpdir());
+    uid_t uid;
+    gid_t gid;
+    pg_user(&uid, &gid);
+    if (uid != (uid_t)-1) cr_assert(chown(pg->dir, uid, gid) == 0);
+    char data[300], log[300];
+    snprintf(data, sizeof data, "%s/data", pg->dir);
+    snprintf(log, sizeof log, "%s/initdb.log", pg->dir);
+    char *argv[] = {initdb,       (char *)"-D",       data,         (char *)"-A", (char *)"trust",
+                    (char *)"-U", (char *)"postgres", (char *)"-N", NULL};
+    fgt_proc_t p = spawn_as(argv, log, uid, gid);
+    int st = -1;
+    waitpid(p.pid, &st, 0);
+    for (size_t i = 0; i < MAX_CHILDREN; i++)
+        if (children[i] == p.pid) children[i] = 0;
+    char *text = fgt_read_file(log);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "initdb failed:\n%s", text ? text : "");
+    free(text);
+    pg->port = fgt_free_port();
+    snprintf(pg->url, sizeof pg->url, "postgres://postgres@127.0.0.1:%d/postgres", pg->port);
+    pg_spawn(pg);
+}
+
+void fgt_pg_stop(fgt_pg_t *pg)
+{
+    fgt_stop(&pg->proc, SIGINT);
+}
+
+void fgt_pg_restart(fgt_pg_t *pg)
+{
+    pg_spawn(pg);
+}
+
+char *fgt_pg_query(const char *url, const char *sql)
+{
+    PGconn *c = PQconnectdb(url);
+    cr_assert(PQstatus(c) == CONNECTION_OK, "connect %s: %s", url, PQerrorMessage(c));
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    cr_assert(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK, "%s: %s", sql,
+              PQresultErrorMessage(r));
+    char *out = NULL;
+    if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+        out = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
     return out;
 }
 

@@ -78,6 +78,25 @@ void fgt_redis_stop(fgt_redis_t *r);
  * (malloc'd; integers in decimal, nil as NULL). For assertions. */
 char *fgt_redis_cmd(const fgt_redis_t *r, const char *const argv[]);
 
+/* ---- postgres ---- */
+typedef struct fgt_pg {
+    fgt_proc_t proc;
+    int port;
+    char dir[256];
+    char url[128]; /* postgres://postgres@127.0.0.1:PORT/postgres */
+} fgt_pg_t;
+
+/* initdb a private cluster (as user "postgres" when running as root) and start
+ * it on a free port. Skips the calling test (cr_skip) when no server binaries. */
+void fgt_pg_start(fgt_pg_t *pg);
+/* Fast shutdown (SIGINT) and wait. */
+void fgt_pg_stop(fgt_pg_t *pg);
+/* Start again on the same data directory and port. */
+void fgt_pg_restart(fgt_pg_t *pg);
+/* Run one SQL statement with libpq; returns the first column of the first row
+ * (malloc'd, NULL when no row). Aborts the test on an error. */
+char *fgt_pg_query(const char *url, const char *sql);
+
 /* ---- gateway ---- */
 typedef struct fgt_gateway {
     fgt_proc_t proc;

@@ -16,12 +16,14 @@
 
 #include "harness/harness.h"
 
-typedef enum { STORE_SQLITE, STORE_REDIS } store_kind_t;
+typedef enum { STORE_SQLITE, STORE_REDIS, STORE_POSTGRES } store_kind_t;
 
 typedef struct env {
     fgt_upstream_t up;
     fgt_redis_t redis;
     bool has_redis;
+    fgt_pg_t pg;
+    bool has_pg;
     fgt_gateway_t gw;
     char state[256];
 } env_t;
@@ -48,6 +50,10 @@ static inline void env_start(env_t *e, store_kind_t kind, int delay_ms, const ch
         fgt_redis_start(&e->redis);
         e->has_redis = true;
         snprintf(e->state, sizeof e->state, "%s", e->redis.url);
+    } else if (kind == STORE_POSTGRES) {
+        fgt_pg_start(&e->pg);
+        e->has_pg = true;
+        snprintf(e->state, sizeof e->state, "%s", e->pg.url);
     } else {
         snprintf(e->state, sizeof e->state, "sqlite:{dir}/fg.db");
     }

@@ -105,3 +105,26 @@ Test(lifecycle, sigterm_drains, .timeout = 60)
     if (E.has_redis) fgt_redis_stop(&E.redis);
     fgt_upstream_stop(&E.up);
 }
+
+/* audit_retention deletes expired audit records in the background. */
+Test(lifecycle, audit_retention, .timeout = 60)
+{
+    env_start(&E, STORE_SQLITE, 0, "audit_retention = 2s\n", NULL);
+    cr_assert_eq(put_tok(&E, "/orders/ret", "5", "v"), 200);
+    cr_assert_eq(put_tok(&E, "/orders/ret", "4", "v"), 409);
+    json_t *es = audit_entries(&E, "resource=order:ret");
+    cr_assert_eq(json_array_size(es), 1);
+    json_decref(es);
+    size_t n = 1;
+    for (int i = 0; i < 80 && n; i++) {
+        usleep(100 * 1000);
+        es = audit_entries(&E, "resource=order:ret");
+        n = json_array_size(es);
+        json_decref(es);
+    }
+    cr_assert_eq(n, 0, "the expired record was deleted");
+    char hwm[32];
+    cr_assert(hwm_of(&E, "order:ret", hwm, sizeof hwm));
+    cr_assert_str_eq(hwm, "5", "retention never touches high-water marks");
+    env_stop(&E);
+}

@@ -98,8 +98,9 @@ Test(proxy, reads_need_no_token_and_bodies_come_back, .timeout = 60)
 
 Test(proxy, u64_tokens_exact_every_store, .timeout = 90)
 {
-    for (int k = 0; k < 2; k++) {
-        env_start(&E, k ? STORE_REDIS : STORE_SQLITE, 0, NULL, NULL);
+    const store_kind_t kinds[] = {STORE_SQLITE, STORE_REDIS, STORE_POSTGRES};
+    for (int k = 0; k < 3; k++) {
+        env_start(&E, kinds[k], 0, NULL, NULL);
         /* 2^53+1 vs 2^53: doubles cannot tell them apart */
         cr_assert_eq(put_tok(&E, "/orders/big", "9007199254740993", "a"), 200);
         cr_assert_eq(put_tok(&E, "/orders/big", "9007199254740992", "b"), 409,
