@@ -111,6 +111,8 @@ int fg_pattern_compile(const char *src, fg_pattern_t **out, const char **why)
             g->text = strndup(s + 1, nl);
             g->len = nl;
             if (g->rest && e && e[1]) {
+                free(g->text);
+                g->text = NULL;
                 fg_pattern_free(p);
                 *why = "{name*} must be the last segment";
                 return FG_ECONFIG;
