@@ -1302,13 +1302,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 /* ------------------------------------------------------------------ */
 /* the loop                                                             */
 
+/* Deadlines are compared as `start + limit < now`: a start stamped after
+ * `now` was read (callbacks run between) must not underflow into "expired". */
 static void sweep(fg_engine_t *e, uint64_t now)
 {
     const fg_config_t *cfg = e->gw->boot;
     for (fg_req_t *r = e->reqs; r; r = r->next) {
         if (r->orphan) continue;
         uint64_t fw = r->cfg->cfg->fence_wait_ms;
-        if (r->state == ST_WAIT_LANE && r->lane_queued && now - r->t_wait > fw) {
+        if (r->state == ST_WAIT_LANE && r->lane_queued && r->t_wait + fw < now) {
             if (fg_lanes_cancel(r->key, &r->lw)) {
                 r->lane_queued = false;
                 r->waits--;
@@ -1320,7 +1322,7 @@ static void sweep(fg_engine_t *e, uint64_t now)
             }
         }
         uint64_t ut = r->cfg->cfg->upstream_timeout_ms;
-        if (r->curl_active && !r->read_paused && !r->write_paused && now - r->last_up_ms > ut) {
+        if (r->curl_active && !r->read_paused && !r->write_paused && r->last_up_ms + ut < now) {
             snprintf(r->detail, sizeof r->detail,
                      "no answer from the upstream within %" PRIu64 " ms", ut);
             upstream_abort(r, 504);
