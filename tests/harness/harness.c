@@ -126,6 +126,7 @@ static fgt_proc_t spawn_as(char *const argv[], const char *logfile, uid_t uid, g
             dup2(fd, 2);
             close(fd);
         }
+        setpgid(0, 0); /* its own process group: tests may signal a whole client */
         if (uid != (uid_t)-1 && (setgid(gid) != 0 || setuid(uid) != 0)) _exit(126);
         sigset_t none;
         sigemptyset(&none);
