@@ -12,7 +12,7 @@ START=$(date +%s)
 
 PKGS=(cmake gcc make pkg-config curl jq ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
       libhiredis-dev libpq-dev libsqlite3-dev libinih-dev libjansson-dev libcriterion-dev
-      redis-server redis-tools postgresql etcd-server etcd-client)
+      redis-server redis-tools postgresql etcd-server etcd-client zookeeper libzookeeper-mt-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -21,11 +21,22 @@ typedef struct client {
     char log[600];
 } client_t;
 
+static char zk_hosts[64]; /* set by the ZooKeeper test */
+
 static void client_start(client_t *c, const char *script, const char *res, const char *value)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/examples/%s", FG_SOURCE_DIR, script);
     snprintf(c->log, sizeof c->log, "%s/%s-%s.log", fgt_tmpdir(), script, value);
+    if (strcmp(script, "zk-lock") == 0) {
+#ifdef FG_BIN_ZK_LOCK
+        char *argv[] = {(char *)FG_BIN_ZK_LOCK, zk_hosts, (char *)res, (char *)value, NULL};
+        c->proc = fgt_spawn(argv, c->log);
+        return;
+#else
+        cr_assert_fail("fencegate-zk-lock was not built (needs libzookeeper-mt-dev)");
+#endif
+    }
     char *argv[] = {(char *)"/bin/bash", path, (char *)res, (char *)value, NULL};
     c->proc = fgt_spawn(argv, c->log);
 }
@@ -229,5 +240,36 @@ Test(locks, etcd, .timeout = 120)
     paused_holder("etcd-lock.sh", "e1", 1000);
     one_holder("etcd-lock.sh", "e2");
     fgt_stop(&etcd, SIGTERM);
+    env_stop(&E);
+}
+
+/* ---- ZooKeeper: ephemeral sequential node, token = its czxid ---- */
+Test(locks, zookeeper, .timeout = 120)
+{
+    cr_assert(access("/usr/share/java/zookeeper.jar", R_OK) == 0,
+              "the zookeeper package is required");
+    env_start(&E, STORE_SQLITE, 0, NULL, NULL);
+    const char *dir = fgt_tmpdir();
+    int port = fgt_free_port();
+    char data[512], ports[16], log[512];
+    snprintf(data, sizeof data, "%s/zk", dir);
+    snprintf(ports, sizeof ports, "%d", port);
+    snprintf(log, sizeof log, "%s/zookeeper.log", dir);
+    /* tickTime 200 ms: session timeouts may then be 400 ms to 4 s */
+    char *argv[] = {(char *)"/usr/bin/java",
+                    (char *)"-cp",
+                    (char *)"/etc/zookeeper/conf:/usr/share/java/zookeeper.jar",
+                    (char *)"-Dzookeeper.admin.enableServer=false",
+                    (char *)"org.apache.zookeeper.server.ZooKeeperServerMain",
+                    ports,
+                    data,
+                    (char *)"200",
+                    NULL};
+    fgt_proc_t zk = fgt_spawn(argv, log);
+    cr_assert(fgt_wait_port(port, 30000), "zookeeper did not start");
+    snprintf(zk_hosts, sizeof zk_hosts, "127.0.0.1:%d", port);
+    paused_holder("zk-lock", "z1", 1000);
+    one_holder("zk-lock", "z2");
+    fgt_stop(&zk, SIGTERM);
     env_stop(&E);
 }
