@@ -33,6 +33,7 @@ typedef struct ctx {
     const char *text; /* string reader */
     size_t text_at;
     int line;
+    int err_line; /* line of the first error in err */
     char section[256];
     int in_policy; /* index+1 of the current policy, 0 = [gateway] or none */
     bool in_gateway;
@@ -50,6 +51,7 @@ __attribute__((format(printf, 2, 3))) static void fail(ctx_t *c, const char *fmt
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     snprintf(c->err, sizeof c->err, "%.100s:%d: %s", c->file, c->line, msg);
+    c->err_line = c->line;
 }
 
 static bool valid_name(const char *s)
@@ -89,6 +91,11 @@ static void on_section(ctx_t *c, const char *line)
     const char *e = strchr(line, ']');
     if (!e) {
         fail(c, "section header without ']'");
+        return;
+    }
+    const char *after = e + 1 + strspn(e + 1, " \t\r\n");
+    if (*after && *after != ';') {
+        fail(c, "unexpected text after the section header: '%.40s'", after);
         return;
     }
     size_t n = (size_t)(e - line - 1);
@@ -149,6 +156,12 @@ static char *reader(char *str, int num, void *stream)
         if (!fgets(str, num, c->fp)) return NULL;
         got = strlen(str);
         eof = feof(c->fp);
+        if (!eof && got && str[got - 1] != '\n') {
+            /* a full buffer: fine only if the file ends right here */
+            int next = getc(c->fp);
+            eof = next == EOF;
+            if (!eof) ungetc(next, c->fp);
+        }
     } else {
         if (!c->text[c->text_at]) return NULL;
         const char *s = c->text + c->text_at;
@@ -166,6 +179,8 @@ static char *reader(char *str, int num, void *stream)
         fail(c, "line too long (at most %d characters)", num - 2);
         return NULL;
     }
+    /* inih would skip a UTF-8 byte order mark; we look at the line first */
+    if (c->line == 1 && strncmp(str, "\xEF\xBB\xBF", 3) == 0) memmove(str, str + 3, got - 2);
     /* no continuation lines: leading whitespace is just indentation */
     size_t lead = strspn(str, " \t");
     if (lead) memmove(str, str + lead, strlen(str + lead) + 1);
@@ -182,13 +197,53 @@ static int set_str(char **dst, const char *v)
     return 0;
 }
 
+/* No whitespace or control characters: a value is one word. */
+static bool one_word(const char *v)
+{
+    for (; *v; v++)
+        if ((unsigned char)*v <= 0x20 || *v == 0x7f) return false;
+    return true;
+}
+
+/* http(s)://host[:port][/prefix], host non-empty, port 1..65535 when given. */
 static bool valid_url(const char *v)
 {
-    return (strncmp(v, "http://", 7) == 0 && v[7]) || (strncmp(v, "https://", 8) == 0 && v[8]);
+    const char *a;
+    if (strncmp(v, "http://", 7) == 0)
+        a = v + 7;
+    else if (strncmp(v, "https://", 8) == 0)
+        a = v + 8;
+    else
+        return false;
+    if (!one_word(v)) return false;
+    size_t alen = strcspn(a, "/?#");
+    const char *at = memchr(a, '@', alen); /* userinfo is not the host */
+    if (at) {
+        alen -= (size_t)(at + 1 - a);
+        a = at + 1;
+    }
+    const char *hend = a + alen;
+    if (a[0] == '[') {
+        const char *rb = memchr(a, ']', alen);
+        if (!rb || rb == a + 1) return false;
+        hend = rb + 1;
+        if (hend < a + alen && *hend != ':') return false;
+    } else {
+        const char *colon = memchr(a, ':', alen);
+        if (colon) hend = colon;
+    }
+    if (hend == a) return false;
+    if (hend < a + alen) { /* ":port" */
+        uint64_t port;
+        size_t plen = (size_t)(a + alen - hend - 1);
+        if (fg_token_parse(hend + 1, plen, &port) != 0 || port == 0 || port > 65535) return false;
+    }
+    return true;
 }
 
 static bool valid_state(const char *v)
 {
+    if (!one_word(v)) return false;
     return (strncmp(v, "sqlite:", 7) == 0 && v[7]) || strncmp(v, "redis://", 8) == 0 ||
            strncmp(v, "postgres://", 11) == 0 || strncmp(v, "postgresql://", 13) == 0;
 }
@@ -268,9 +323,13 @@ static void gateway_key(ctx_t *c, const char *k, const char *v)
         g->access_log = strcmp(v, "on") == 0;
     } else if (strcmp(k, "upstream_timeout") == 0 || strcmp(k, "fence_wait") == 0 ||
                strcmp(k, "state_timeout") == 0 || strcmp(k, "audit_retention") == 0) {
-        if (fg_config_parse_duration(v, &n) != 0 || (n == 0 && strcmp(k, "audit_retention") != 0)) {
+        if (fg_config_parse_duration(v, &n) != 0) {
             fail(c, "%s: '%s' is not a duration (e.g. 250ms, 5s, 2m%s)", k, v,
                  k[0] == 'a' ? ", 30d" : "");
+            return;
+        }
+        if (n == 0 && k[0] != 'a') {
+            fail(c, "%s must be more than 0", k);
             return;
         }
         if (k[0] == 'u')
@@ -476,7 +535,15 @@ static int load(ctx_t *c, fg_config_t **out, char *err, size_t err_len)
     g->access_log = true;
     c->cfg = g;
     int r = ini_parse_stream(reader, c, handler, c);
-    if (r != 0 && !c->err[0]) fail(c, "syntax error (expected 'key = value' or '[section]')");
+    /* inih reports the first line it refused (syntax or handler); a syntax
+     * error before our first error is the one to report */
+    if (r > 0 && (!c->err[0] || r < c->err_line)) {
+        c->err[0] = '\0';
+        c->line = r;
+        fail(c, "syntax error (expected 'key = value' or '[section]')");
+    } else if (r != 0 && !c->err[0]) {
+        fail(c, "cannot parse (inih error %d)", r);
+    }
     int rc = finish(c);
     free(c->pl);
     if (rc) {

@@ -52,13 +52,12 @@ typedef struct fg_config {
     uint64_t fence_wait_ms;       /* default 5s */
     unsigned max_connections;     /* default 1024 */
     /* fencegate extensions (documented in README) */
-    unsigned workers;          /* event-loop threads; 0 = one per CPU, at most 8 */
-    unsigned state_pool;       /* store connections (and store threads), default 4 */
-    uint64_t state_timeout_ms; /* one store round trip, default 1s */
-    bool access_log;
-    uint64_t audit_retention_ms;                            /* audit_retention, 0 = keep forever */
-    uint64_t audit_max; /* audit_max, 0 = no count limit */ /* access_log = on|off, default on: one
-                                                               JSON line per request */
+    unsigned workers;            /* event-loop threads; 0 = one per CPU, at most 8 */
+    unsigned state_pool;         /* store connections (and store threads), default 4 */
+    uint64_t state_timeout_ms;   /* one store round trip, default 1s */
+    bool access_log;             /* access_log = on|off, default on: one JSON line per request */
+    uint64_t audit_retention_ms; /* audit_retention, 0 = keep forever */
+    uint64_t audit_max;          /* audit_max, 0 = no count limit */
     /* policies, in file order */
     fg_policy_t *policies;
     size_t n_policies;

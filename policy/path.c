@@ -97,6 +97,10 @@ int fg_path_canonicalize(const char *raw, size_t raw_len, char *out, size_t out_
                "asterisk form)";
         return FG_EPATH;
     }
+    if (memchr(raw, '#', raw_len)) {
+        *why = "fragment ('#') in the request target";
+        return FG_EPATH;
+    }
     const char *q = memchr(raw, '?', raw_len);
     size_t plen = q ? (size_t)(q - raw) : raw_len;
     size_t o = 0, seg = 1;
@@ -195,7 +199,7 @@ int fg_path_decode_segment(const char *in, size_t len, char *out, size_t out_cap
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)in[i];
-        if (c == '/') return FG_EPATH;
+        if (c == '/' || c == '\0') return FG_EPATH;
         if (c == '%') {
             int b = escape_at(in, len, i);
             if (b <= 0) return FG_EPATH;

@@ -40,7 +40,8 @@ int fg_path_canonicalize(const char *raw, size_t raw_len, char *out, size_t out_
 /*
  * Percent-decode one admin-API path segment (`in`, `len` bytes) into `out`
  * (`out_cap` bytes, NUL-terminated). Returns the decoded length, or FG_EPATH on
- * a bad escape, an encoded NUL, or a raw '/'. Used for /v1/resources/{key}.
+ * a bad escape, a NUL (raw or encoded), a raw '/', or when the result does not
+ * fit in `out`. Used for /v1/resources/{key}.
  */
 int fg_path_decode_segment(const char *in, size_t len, char *out, size_t out_cap);
 

@@ -13,6 +13,10 @@
 #include <string.h>
 
 #include "policy/error.h"
+#include "policy/path.h"
+
+/* Longest literal segment of a pattern (a config line is shorter anyway). */
+#define FG_PATTERN_SEG_MAX 1024
 
 typedef struct seg {
     char *text; /* literal text, or the capture name */
@@ -40,6 +44,30 @@ struct fg_keytmpl {
     piece_t *pieces;
     size_t n;
 };
+
+/* A literal segment must be spelled as fg_path_canonicalize spells it, or the
+ * pattern could never match: `/%7euser` or `/a;b` is an operator's mistake. */
+static int literal_canonical(const char *s, size_t len, const char **why)
+{
+    char buf[2 * FG_PATTERN_SEG_MAX + 4];
+    if (len > FG_PATTERN_SEG_MAX) {
+        *why = "literal segment too long";
+        return FG_ECONFIG;
+    }
+    buf[0] = '/';
+    memcpy(buf + 1, s, len);
+    fg_path_t res;
+    const char *pwhy = NULL;
+    char *out = buf + len + 1;
+    if (memchr(s, '?', len) || memchr(s, '#', len) ||
+        fg_path_canonicalize(buf, len + 1, out, sizeof buf - len - 1, &res, &pwhy) != 0 ||
+        res.path_len != len + 1 || memcmp(res.path, buf, len + 1) != 0) {
+        *why = "literal segment is not a canonical path segment (decode %7e-style escapes, "
+               "upper-case the rest, no ';', '.', '..', '?', '#' or spaces); it could never match";
+        return FG_ECONFIG;
+    }
+    return 0;
+}
 
 static bool name_char(char c)
 {
@@ -138,6 +166,10 @@ int fg_pattern_compile(const char *src, fg_pattern_t **out, const char **why)
             if (memchr(s, '{', len) || memchr(s, '}', len)) {
                 fg_pattern_free(p);
                 *why = "a capture must be a whole segment: {name} or {name*}";
+                return FG_ECONFIG;
+            }
+            if (literal_canonical(s, len, why)) {
+                fg_pattern_free(p);
                 return FG_ECONFIG;
             }
             g->text = strndup(s, len);

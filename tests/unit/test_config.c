@@ -4,7 +4,9 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "policy/config.h"
 #include "policy/error.h"
@@ -42,9 +44,22 @@ Test(config, defaults)
     cr_assert_eq(c->fence_wait_ms, 5000);
     cr_assert_eq(c->max_connections, 1024);
     cr_assert_not(c->unmatched_forward);
+    cr_assert(!c->admin_token_file || !c->admin_token_file[0]);
+    cr_assert_eq(c->workers, 0);
+    cr_assert_eq(c->state_pool, 4);
+    cr_assert_eq(c->state_timeout_ms, 1000);
+    cr_assert(c->access_log);
+    cr_assert_eq(c->audit_retention_ms, 0);
+    cr_assert_eq(c->audit_max, 0);
+    cr_assert_str_eq(c->upstream, "http://127.0.0.1:9000");
+    cr_assert_str_eq(c->file, "t.conf");
     cr_assert_eq(c->n_policies, 1);
     const fg_policy_t *p = &c->policies[0];
     cr_assert_str_eq(p->name, "orders");
+    cr_assert_eq(p->line, 3);
+    cr_assert_str_eq(p->key_src, "order:{id}");
+    cr_assert_str_eq(fg_pattern_source(p->match), "/orders/{id}");
+    cr_assert_eq(p->n_read_methods, 3);
     cr_assert_str_eq(p->token_header, "Fencing-Token");
     cr_assert_eq(p->compare, FG_COMPARE_GE);
     cr_assert_eq(p->mode, FG_MODE_ENFORCE);
@@ -153,6 +168,180 @@ Test(config, errors_name_file_and_line)
     longv[sizeof longv - 1] = '\0';
     snprintf(text, sizeof text, GW "[policy a]\nmatch = /a/%s\nkey = a\n", longv);
     load_err(text, "t.conf:4: line too long");
+}
+
+Test(config, extension_keys)
+{
+    fg_config_t *c = load_ok("[gateway]\nupstream = http://[::1]:9000/base\nworkers = 64\n"
+                             "state_pool = 1\nstate_timeout = 1500ms\naccess_log = off\n"
+                             "audit_retention = 30d\naudit_max = 1000000\n"
+                             "state = postgresql://u@h/db\nadmin_listen =\n"
+                             "admin_token_file = /etc/fg/token\nlisten = [::1]:8080\n");
+    cr_assert_eq(c->workers, 64);
+    cr_assert_eq(c->state_pool, 1);
+    cr_assert_eq(c->state_timeout_ms, 1500);
+    cr_assert_not(c->access_log);
+    cr_assert_eq(c->audit_retention_ms, 30ULL * 86400 * 1000);
+    cr_assert_eq(c->audit_max, 1000000);
+    cr_assert_str_eq(c->admin_listen, "", "an empty admin_listen disables the admin listener");
+    cr_assert_str_eq(c->admin_token_file, "/etc/fg/token");
+    cr_assert_eq(c->n_policies, 0);
+    fg_config_free(c);
+    c = load_ok(GW "audit_retention = 0\naudit_max = 0\nstate = sqlite:/var/lib/x.db\n");
+    cr_assert_eq(c->audit_retention_ms, 0, "0 = keep forever");
+    fg_config_free(c);
+    load_err(GW "workers = 65\n", "t.conf:3: workers must be");
+    load_err(GW "state_pool = 0\n", "t.conf:3: state_pool must be");
+    load_err(GW "state_pool = 65\n", "t.conf:3: state_pool must be");
+    load_err(GW "state_timeout = 0ms\n", "t.conf:3: state_timeout must be more than 0");
+    load_err(GW "fence_wait = 0\n", "t.conf:3: fence_wait must be more than 0");
+    load_err(GW "audit_retention = forever\n", "t.conf:3: audit_retention:");
+    load_err(GW "audit_max = -1\n", "t.conf:3: audit_max must be");
+    load_err(GW "access_log = yes\n", "t.conf:3: access_log must be");
+}
+
+Test(config, more_errors_at_their_line)
+{
+    /* a syntax error is reported at its own line, not at the end of the file */
+    load_err(GW "garbage\nlisten = 1.2.3.4:5\n\n[policy a]\nmatch = /a\nkey = a\n",
+             "t.conf:3: syntax error");
+    load_err(GW "[policy a\nmatch = /a\nkey = a\n", "t.conf:3:");
+    load_err(GW "upstream = http://127.0.0.1:9001\n", "t.conf:3: duplicate key 'upstream'");
+    load_err(GW "[gateway]\nlisten = 127.0.0.1:1\nlisten = 127.0.0.1:2\n",
+             "t.conf:5: duplicate key 'listen'");
+    load_err(GW "admin_listen = nope\n", "t.conf:3: admin_listen:");
+    load_err(GW "listen =\n", "t.conf:3: listen must not be empty");
+    load_err(GW "max_connections = 1000001\n", "t.conf:3: max_connections must be");
+    load_err(GW "[policy]\nmatch = /a\nkey = a\n", "t.conf:3: unknown section [policy]");
+    load_err(GW "[policy a b]\nmatch = /a\nkey = a\n", "t.conf:3: bad policy name");
+    load_err(GW "[Gateway]\n", "t.conf:3: unknown section [Gateway]");
+    load_err(GW "[policy a] x\nmatch = /a\nkey = a\n", "t.conf:3: unexpected text after");
+    fg_config_free(load_ok(GW "[policy a]  ; comment [x]\nmatch = /a\nkey = a\n"));
+    load_err(GW "[policy a]\nmatch = /a\nkey = a\nread_methods = GET P(T\n",
+             "t.conf:6: read_methods:");
+    load_err(GW "[policy a]\nmatch = /a\nkey = a\nupstream = tcp://x:1\n", "t.conf:6: upstream:");
+    load_err(GW "[policy a]\nmatch = /a\nkey = a\ntoken_header =\n", "t.conf:6: token_header:");
+    load_err(GW "[policy a]\nmatch = /a\nkey = a\ncompare = =>\n", "t.conf:6: compare must be");
+    load_err(GW "[policy a]\nmatch = /a/%7e\nkey = a\n", "t.conf:4: match:");
+    load_err(GW "[policy a]\nmatch = /a/{x}\n\n; comment\nkey = a:{x}:{y}\n",
+             "t.conf:7: key template names capture '{y}'");
+    load_err(GW "[policy a]\nkey = a:{y}\nmatch = /a/{x}\n", "t.conf:4: key template names");
+    load_err(GW "[policy a]\nmatch = /a/{x}\nkey = a:{x}\n\n[policy b]\nmatch = /b\nkey = b\n"
+                "[policy a]\n",
+             "t.conf:10: duplicate policy 'a' (first defined at line 3)");
+    load_err("", "t.conf: [gateway] upstream is required");
+    static const char *const bad_urls[] = {
+        "http://",        "https://",   "http://a b", "http://:80",    "http://h:0",
+        "http://h:65536", "http://h:x", "http://h:",  "HTTP://h",      "http://[::1",
+        "http://[]:1",    "//h:1",      "http:/h",    "http://h:1\x01"};
+    for (size_t i = 0; i < sizeof bad_urls / sizeof *bad_urls; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "[gateway]\nupstream = %s\n", bad_urls[i]);
+        load_err(text, "t.conf:2: upstream:");
+    }
+    static const char *const good_urls[] = {"http://h",      "https://h:443/p/q",
+                                            "http://u@h:1/", "http://[::1]:80",
+                                            "http://h?x",    "http://h:65535"};
+    for (size_t i = 0; i < sizeof good_urls / sizeof *good_urls; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "[gateway]\nupstream = %s\n", good_urls[i]);
+        fg_config_free(load_ok(text));
+    }
+    load_err(GW "state = sqlite:\n", "t.conf:3: state:");
+    load_err(GW "state = redis\n", "t.conf:3: state:");
+    load_err(GW "state = redis://h :1\n", "t.conf:3: state:");
+}
+
+Test(config, syntax_details)
+{
+    /* a byte order mark, CRLF line ends, indentation and comments are fine */
+    fg_config_t *c = load_ok("\xEF\xBB\xBF[gateway]\r\n  upstream = http://h:1 ; c\r\n"
+                             "# comment\r\n; comment\r\n[policy  p]\r\n\tmatch = /p/{x}\r\n"
+                             "\tkey = p:{x}\r\n");
+    cr_assert_str_eq(c->upstream, "http://h:1");
+    cr_assert_str_eq(c->policies[0].name, "p");
+    cr_assert_str_eq(c->policies[0].key_src, "p:{x}");
+    fg_config_free(c);
+    /* the longest line that fits in inih's buffer: 198 characters and a newline */
+    char text[1024], v[256];
+    memset(v, 'a', sizeof v);
+    int pre = (int)strlen("admin_token_file = /");
+    v[198 - pre] = '\0';
+    snprintf(text, sizeof text, GW "admin_token_file = /%s\n", v);
+    c = load_ok(text);
+    cr_assert_eq(strlen(c->admin_token_file), 198 - strlen("admin_token_file = "));
+    fg_config_free(c);
+    v[198 - pre] = 'a';
+    v[199 - pre] = '\0';
+    snprintf(text, sizeof text, GW "admin_token_file = /%s\n", v);
+    load_err(text, "t.conf:3: line too long (at most 198 characters)");
+    /* a long comment is refused too: nothing is ever silently split */
+    memset(v, ';', 250);
+    v[250] = '\0';
+    snprintf(text, sizeof text, GW "%s\n", v);
+    load_err(text, "t.conf:3: line too long");
+}
+
+static char *write_tmp(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/fg-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+Test(config, from_a_file)
+{
+    fg_config_t *c = NULL;
+    char err[FG_CONFIG_ERR_LEN] = "";
+    cr_assert_eq(fg_config_load("/nonexistent/fg.conf", &c, err, sizeof err), FG_EIO);
+    cr_assert_null(c);
+    cr_assert(strncmp(err, "/nonexistent/fg.conf: cannot open", 33) == 0, "%s", err);
+
+    char *path = write_tmp(GW "[policy a]\nmatch = /a/{x}\nkey = a:{x}");
+    cr_assert_eq(fg_config_load(path, &c, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(c->file, path);
+    cr_assert_str_eq(c->policies[0].key_src, "a:{x}", "last line without newline");
+    fg_config_free(c);
+    unlink(path);
+
+    /* a last line of 199 characters with no newline still fits the buffer */
+    char text[512], v[256];
+    memset(v, 'a', sizeof v);
+    v[199 - strlen("admin_token_file = ")] = '\0';
+    snprintf(text, sizeof text, GW "admin_token_file = %s", v);
+    path = write_tmp(text);
+    cr_assert_eq(fg_config_load(path, &c, err, sizeof err), 0, "%s", err);
+    fg_config_free(c);
+    unlink(path);
+    /* ...but one more character does not, and the message names the file and line */
+    snprintf(text, sizeof text, GW "admin_token_file = %sb", v);
+    path = write_tmp(text);
+    cr_assert_eq(fg_config_load(path, &c, err, sizeof err), FG_ECONFIG);
+    char want[128];
+    snprintf(want, sizeof want, "%s:3: line too long", path);
+    cr_assert(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    unlink(path);
+}
+
+Test(config, is_read_is_case_sensitive)
+{
+    fg_config_t *c = load_ok(GW "[policy a]\nmatch = /a\nkey = a\nread_methods = GET  report\n");
+    const fg_policy_t *p = &c->policies[0];
+    cr_assert_eq(p->n_read_methods, 2);
+    cr_assert(fg_policy_is_read(p, "GET"));
+    cr_assert(fg_policy_is_read(p, "report"));
+    cr_assert_not(fg_policy_is_read(p, "REPORT"));
+    cr_assert_not(fg_policy_is_read(p, "Get"));
+    cr_assert_not(fg_policy_is_read(p, "GET "));
+    cr_assert_not(fg_policy_is_read(p, ""));
+    cr_assert_not(fg_policy_is_read(p, "HEAD"));
+    fg_config_free(c);
 }
 
 Test(config, durations_and_sizes)

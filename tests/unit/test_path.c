@@ -22,7 +22,9 @@ static const row_t rows[] = {
     {"/a/!$&'()*+,=:@", "/a/!$&'()*+,=:@"},
     {"/a/...", "/a/..."},
     {"/a/.b", "/a/.b"},
+    {"/a?b=%zz", "/a"},
     {"/a?b=%zz&c=/../", "/a"},
+    {"/a?", "/a"},
     /* accepted, rewritten to the one spelling */
     {"/a/%7euser", "/a/~user"},
     {"/a/%41%62c", "/a/Abc"},
@@ -37,6 +39,8 @@ static const row_t rows[] = {
     /* refused: not origin-form */
     {"", NULL},
     {"*", NULL},
+    {"?a", NULL},
+    {"%2fa", NULL},
     {"orders/1", NULL},
     {"http://h/x", NULL},
     {"HTTP://h/x", NULL},
@@ -57,6 +61,9 @@ static const row_t rows[] = {
     {"/a/.%2E/b", NULL},
     {"/a/%2e./b", NULL},
     {"/a/%2e%2e", NULL},
+    {"/a/%2E", NULL},
+    {"/a/%2e%2e/", NULL},
+    {"/a/.%2e?x=1", NULL},
     /* refused: encoded separators and percent */
     {"/a%2fb", NULL},
     {"/a%2Fb", NULL},
@@ -64,6 +71,7 @@ static const row_t rows[] = {
     {"/a%5Cb", NULL},
     {"/a%25b", NULL},
     {"/a%252fb", NULL},
+    {"/a%2f", NULL},
     /* refused: path parameters */
     {"/a;b", NULL},
     {"/a/b;jsessionid=1", NULL},
@@ -75,6 +83,9 @@ static const row_t rows[] = {
     {"/a%0a", NULL},
     {"/a%0D%0Ab", NULL},
     {"/a%7f", NULL},
+    {"/a%7F", NULL},
+    {"/a\x7f", NULL},
+    {"/a\x01", NULL},
     {"/a%1f", NULL},
     {"/a\\b", NULL},
     {"/a\\..\\b", NULL},
@@ -86,6 +97,8 @@ static const row_t rows[] = {
     {"/a%zz", NULL},
     {"/a%g1", NULL},
     {"/a%%41", NULL},
+    {"/a%4g", NULL},
+    {"/a%-1", NULL},
     /* refused: raw bytes that need encoding */
     {"/a\"b", NULL},
     {"/a<b>", NULL},
@@ -94,6 +107,8 @@ static const row_t rows[] = {
     {"/a^b", NULL},
     {"/a`b", NULL},
     {"/a#frag", NULL},
+    {"/a?b#frag", NULL},
+    {"/#", NULL},
     {"/caf\xc3\xa9", NULL},
     /* refused: invalid or overlong UTF-8 */
     {"/a%c0%af", NULL},
@@ -111,6 +126,11 @@ static const row_t rows[] = {
     {"/a%e2%82x", NULL},
     {"/a%c3", NULL},
     {"/a%c3%41", NULL},
+    {"/a%c3%c3%a9", NULL},
+    {"/a%e0%a0", NULL},
+    {"/a%f0%9f%98", NULL},
+    {"/a%f8%88%80%80%80", NULL},
+    {"/a%fe", NULL},
 };
 
 Test(path, table)
@@ -183,4 +203,7 @@ Test(path, decode_segment)
     cr_assert_eq(fg_path_decode_segment("a%00", 4, out, sizeof out), FG_EPATH);
     cr_assert_eq(fg_path_decode_segment("a%zz", 4, out, sizeof out), FG_EPATH);
     cr_assert_eq(fg_path_decode_segment("a%2", 3, out, sizeof out), FG_EPATH);
+    cr_assert_eq(fg_path_decode_segment("a\0b", 3, out, sizeof out), FG_EPATH, "raw NUL");
+    cr_assert_eq(fg_path_decode_segment("abcd", 4, out, 4), FG_EPATH, "does not fit");
+    cr_assert_eq(fg_path_decode_segment("abc", 3, out, 4), 3);
 }

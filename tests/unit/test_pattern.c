@@ -71,9 +71,9 @@ Test(pattern, rest_capture)
 
 Test(pattern, compile_errors)
 {
-    static const char *const bad[] = {"orders/{id}", "/a//b",     "/a{id}", "/{id}x",
-                                      "/{}",         "/{*}",      "/{a-b}", "/{rest*}/x",
-                                      "/{a}/{a}",    "/{rest*}/", "/a}",    "/{a"};
+    static const char *const bad[] = {
+        "orders/{id}", "/a//b",     "/a{id}", "/{id}x", "/{}",       "/{*}", "/{a-b}", "/{rest*}/x",
+        "/{a}/{a}",    "/{rest*}/", "/a}",    "/{a",    "/{a}/{a*}", "",     "x"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         fg_pattern_t *p = NULL;
         const char *why = NULL;
@@ -81,6 +81,37 @@ Test(pattern, compile_errors)
         cr_expect(why && *why);
         fg_pattern_free(p);
     }
+}
+
+Test(pattern, literal_segments_must_be_canonical)
+{
+    /* a literal that no canonical path can contain is a mistake, not a dead policy */
+    static const char *const bad[] = {"/%7euser/{id}", "/a;b/{id}", "/./{id}", "/a/../{id}",
+                                      "/x%2fy",        "/%c3%a9",   "/a b",    "/a?x",
+                                      "/a#x",          "/a%zz",     "/a\\b"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        fg_pattern_t *p = NULL;
+        const char *why = NULL;
+        cr_expect_eq(fg_pattern_compile(bad[i], &p, &why), FG_ECONFIG, "'%s' compiled", bad[i]);
+        cr_expect(why && strstr(why, "canonical"), "'%s': %s", bad[i], why ? why : "");
+        fg_pattern_free(p);
+    }
+    fg_pattern_t *p = compile("/caf%C3%A9/~u/{id}");
+    fg_captures_t c;
+    cr_assert(fg_pattern_match(p, "/caf%C3%A9/~u/7", 15, &c));
+    fg_pattern_free(p);
+}
+
+Test(pattern, capture_index_and_source)
+{
+    fg_pattern_t *p = compile("/t/{a}/x/{b}/{c*}");
+    cr_assert_str_eq(fg_pattern_source(p), "/t/{a}/x/{b}/{c*}");
+    cr_assert_eq(fg_pattern_capture_index(p, "a", 1), 0);
+    cr_assert_eq(fg_pattern_capture_index(p, "b", 1), 1);
+    cr_assert_eq(fg_pattern_capture_index(p, "c", 1), 2);
+    cr_assert_eq(fg_pattern_capture_index(p, "x", 1), -1);
+    cr_assert_eq(fg_pattern_capture_index(p, "c*", 2), -1);
+    fg_pattern_free(p);
 }
 
 Test(pattern, key_templates)
