@@ -73,6 +73,14 @@ static inline void env_stop(env_t *e)
     char *log = fgt_read_file(e->gw.proc.log[0] ? e->gw.proc.log : "/dev/null");
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "gateway exit status %d; log:\n%s", st,
               log ? log : "");
+    /* SPEC: logs are one JSON object per line */
+    for (char *line = log, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert(json_is_object(j), "log line is not a JSON object: %s", line);
+        json_decref(j);
+    }
     free(log);
     if (e->has_redis) fgt_redis_stop(&e->redis);
     fgt_upstream_stop(&e->up);

@@ -71,6 +71,21 @@ static void run_rows(store_kind_t kind)
         expect_problem(&r, 400, "non-canonical-path");
         fgt_resp_free(&r);
     }
+    /* absolute-form and raw bytes libcurl would not send as they are */
+    const char *raws[] = {
+        "PUT http://127.0.0.1/orders/1 HTTP/1.1\r\nHost: x\r\nFencing-Token: 5\r\n"
+        "Content-Length: 1\r\nConnection: close\r\n\r\nx",
+        "PUT /orders/a%2F..%2F1 HTTP/1.1\r\nHost: x\r\nFencing-Token: 5\r\n"
+        "Content-Length: 1\r\nConnection: close\r\n\r\nx",
+        "PUT /orders\\1 HTTP/1.1\r\nHost: x\r\nFencing-Token: 5\r\n"
+        "Content-Length: 1\r\nConnection: close\r\n\r\nx",
+    };
+    for (size_t i = 0; i < sizeof raws / sizeof *raws; i++) {
+        char *ans = fgt_raw_request(E.gw.port, raws[i], strlen(raws[i]), 3000);
+        cr_assert(strncmp(ans, "HTTP/1.1 400", 12) == 0, "raw target %zu: %s", i, ans);
+        cr_assert(strstr(ans, "non-canonical-path"), "%s", ans);
+        free(ans);
+    }
     cr_assert_eq(fgt_upstream_count(&E.up), 0, "a non-canonical request reached the upstream");
 
     /* 428 missing-token */
