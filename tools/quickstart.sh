@@ -12,16 +12,8 @@ ONCE=0
 
 PKGS=(cmake gcc make pkg-config curl jq libmicrohttpd-dev libcurl4-openssl-dev libhiredis-dev
       libpq-dev libsqlite3-dev libinih-dev libjansson-dev)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  echo "== installing: ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+. tools/ensure-packages.sh
+ensure_packages "${PKGS[@]}"
 
 echo "== building"
 cmake -S . -B build -DFG_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

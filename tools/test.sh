@@ -13,16 +13,8 @@ START=$(date +%s)
 PKGS=(cmake gcc make pkg-config curl jq ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
       libhiredis-dev libpq-dev libsqlite3-dev libinih-dev libjansson-dev libcriterion-dev
       redis-server redis-tools postgresql etcd-server etcd-client zookeeper libzookeeper-mt-dev)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  echo "== installing: ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+. tools/ensure-packages.sh
+ensure_packages "${PKGS[@]}"
 # the Debian package starts a system redis-server; the tests never use it
 command -v redis-server >/dev/null
 
@@ -39,7 +31,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# a loopback port nobody answers on (bash only: a fresh machine may lack python)
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
 
 start_redis() {
   local port; port=$(free_port)
