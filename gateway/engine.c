@@ -786,7 +786,7 @@ static int build_headers(fg_req_t *r)
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_req_header, &h);
     bool ok = !h.failed;
     if (ok && !h.has_accept) ok = slist_add(&h.list, "Accept:"); /* curl would add Accept: */
-    ok = ok && slist_add(&h.list, "Expect:") && slist_add(&h.list, "Transfer-Encoding:");
+    ok = ok && slist_add(&h.list, "Expect:"); /* curl sets Transfer-Encoding itself */
     if (ok) {
         size_t xl = h.xff ? strlen(h.xff) : 0;
         if (xl > 900)
