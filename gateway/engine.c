@@ -1385,12 +1385,14 @@ static void *engine_main(void *arg)
             run_curl(e, CURL_SOCKET_TIMEOUT, 0);
         }
         curl_check_done(e);
-        MHD_run(e->d);
-        curl_check_done(e);
         if (now - e->last_sweep >= SWEEP_MS) {
             e->last_sweep = now;
             sweep(e, now);
         }
+        /* Every round, and after everything that may resume a connection: in
+         * external-epoll mode MHD only notices a resume inside MHD_run. */
+        MHD_run(e->d);
+        curl_check_done(e);
     }
     /* Past the drain deadline: end what is left so the daemon can stop cleanly. */
     for (fg_req_t *r = e->reqs; r; r = r->next) {
