@@ -697,7 +697,7 @@ typedef struct hdr_ctx {
     fg_req_t *r;
     struct curl_slist *list;
     const char *conn_tokens; /* value of Connection: names more hop-by-hop headers */
-    bool failed, has_accept, has_xff;
+    bool failed, has_accept;
     const char *xff;
 } hdr_ctx_t;
 
@@ -1306,7 +1306,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
  * `now` was read (callbacks run between) must not underflow into "expired". */
 static void sweep(fg_engine_t *e, uint64_t now)
 {
-    const fg_config_t *cfg = e->gw->boot;
     for (fg_req_t *r = e->reqs; r; r = r->next) {
         if (r->orphan) continue;
         uint64_t fw = r->cfg->cfg->fence_wait_ms;
@@ -1329,7 +1328,6 @@ static void sweep(fg_engine_t *e, uint64_t now)
             resume(r);
         }
     }
-    (void)cfg;
 }
 
 static void run_curl(fg_engine_t *e, curl_socket_t s, int flags)

@@ -58,13 +58,18 @@ static void backing_stop(backing_t *b)
     if (b->private_pg) fgt_pg_stop(&b->pg);
 }
 
-static fg_store_t *open_store(const char *url)
+static fg_store_t *open_store_t(const char *url, uint64_t timeout_ms)
 {
     fg_store_t *s = NULL;
     char err[256] = "";
-    fg_store_opts_t o = {.timeout_ms = 2000, .backoff_min_ms = 50, .backoff_max_ms = 200};
+    fg_store_opts_t o = {.timeout_ms = timeout_ms, .backoff_min_ms = 50, .backoff_max_ms = 200};
     cr_assert_eq(fg_store_open(url, &o, &s, err, sizeof err), 0, "%s", err);
     return s;
+}
+
+static fg_store_t *open_store(const char *url)
+{
+    return open_store_t(url, 2000);
 }
 
 static fg_check_t mk(const char *res, uint64_t tok, bool strict)
@@ -244,18 +249,20 @@ typedef struct worker {
     unsigned seed;
     int n;
     uint64_t accepted_max;
-    int stale, bad_order;
+    int stale, bad_order, errors;
+    char err[256];
 } worker_t;
 
 static void *race(void *arg)
 {
     worker_t *w = arg;
-    fg_store_t *s = open_store(w->url);
+    fg_store_t *s = open_store_t(w->url, 10000);
     for (int i = 0; i < w->n; i++) {
         uint64_t tok = (uint64_t)(rand_r(&w->seed) % 100000) + 1;
         fg_check_t c = mk("hot", tok, false);
         if (fg_store_check(s, &c, 1) != 0) {
-            w->bad_order++;
+            snprintf(w->err, sizeof w->err, "%s", fg_store_errstr(s));
+            w->errors++;
             continue;
         }
         if (c.result == FG_CHECK_ACCEPTED) {
@@ -284,6 +291,7 @@ static void c_concurrent(const char *url)
     int stale = 0;
     for (int i = 0; i < T; i++) {
         pthread_join(th[i], NULL);
+        cr_assert_eq(w[i].errors, 0, "worker %d: %d checks failed: %s", i, w[i].errors, w[i].err);
         cr_assert_eq(w[i].bad_order, 0, "worker %d saw a wrong answer", i);
         if (w[i].accepted_max > max) max = w[i].accepted_max;
         stale += w[i].stale;
