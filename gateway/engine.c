@@ -137,6 +137,7 @@ struct fg_req {
     char *url;
     bool curl_active;
     bool curl_done;
+    bool small_body; /* whole body (<= BUF_CAP) is read first, then sent with the headers */
     bool up_failed;
     int fail_status;
     ring_t up, down;
@@ -697,7 +698,7 @@ typedef struct hdr_ctx {
     fg_req_t *r;
     struct curl_slist *list;
     const char *conn_tokens; /* value of Connection: names more hop-by-hop headers */
-    bool failed, has_accept;
+    bool failed, has_accept, has_ctype;
     const char *xff;
 } hdr_ctx_t;
 
@@ -742,6 +743,7 @@ static enum MHD_Result add_req_header(void *cls, enum MHD_ValueKind kind, const 
         (strcasecmp(k, r->pol->token_header) == 0 || strcasecmp(k, "Fencing-Token") == 0))
         return MHD_YES; /* replaced by the canonical token below */
     if (strcasecmp(k, "Accept") == 0) h->has_accept = true;
+    if (strcasecmp(k, "Content-Type") == 0) h->has_ctype = true;
     size_t vl = strlen(v);
     char *line = malloc(kl + vl + 3);
     if (!line) {
@@ -785,6 +787,8 @@ static int build_headers(fg_req_t *r)
     h.conn_tokens = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Connection");
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_req_header, &h);
     bool ok = !h.failed;
+    if (ok && r->small_body && !h.has_ctype)
+        ok = slist_add(&h.list, "Content-Type:"); /* curl would add a form type for POSTFIELDS */
     if (ok && !h.has_accept) ok = slist_add(&h.list, "Accept:"); /* curl would add Accept: */
     ok = ok && slist_add(&h.list, "Expect:"); /* curl sets Transfer-Encoding itself */
     if (ok) {
@@ -830,6 +834,15 @@ static void put_easy(fg_engine_t *e, CURL *c)
         curl_easy_cleanup(c);
 }
 
+/* Hand the prepared transfer to the multi handle. */
+static int launch_upstream(fg_req_t *r)
+{
+    r->last_up_ms = fg_now_mono_ms();
+    if (curl_multi_add_handle(r->e->multi, r->easy) != CURLM_OK) return FG_ENOMEM;
+    r->curl_active = true;
+    return 0;
+}
+
 static int start_upstream(fg_req_t *r)
 {
     fg_engine_t *e = r->e;
@@ -849,6 +862,12 @@ static int start_upstream(fg_req_t *r)
         at += r->query_len;
     }
     r->url[at] = '\0';
+    uint64_t clen = 0;
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    bool has_cl = cl && fg_token_parse(cl, strlen(cl), &clen) == 0 && clen <= INT64_MAX;
+    /* A small body with a known length is read whole first and then sent in
+     * one piece with the headers: fewer writes and no pause/unpause round. */
+    r->small_body = r->has_body && has_cl && clen <= BUF_CAP && strcmp(r->method, "HEAD") != 0;
     if (build_headers(r)) return FG_ENOMEM;
     if (!r->down.p && !(r->down.p = malloc(BUF_CAP))) return FG_ENOMEM;
     if (r->has_body && !r->up.p && !(r->up.p = malloc(BUF_CAP))) return FG_ENOMEM;
@@ -870,23 +889,21 @@ static int start_upstream(fg_req_t *r)
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(to < 10000 ? to : 10000));
     if (strcmp(r->method, "HEAD") == 0) {
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    } else if (r->small_body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)clen);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->up.p); /* filled before launch */
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
     } else if (r->has_body) {
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(c, CURLOPT_READFUNCTION, curl_read_cb);
         curl_easy_setopt(c, CURLOPT_READDATA, r);
-        const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
-        uint64_t n;
-        if (cl && fg_token_parse(cl, strlen(cl), &n) == 0 && n <= INT64_MAX)
-            curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)n);
+        if (has_cl) curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)clen);
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
     } else if (strcmp(r->method, "GET") != 0) {
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
     }
     r->resp_len = -1;
-    r->last_up_ms = fg_now_mono_ms();
-    if (curl_multi_add_handle(e->multi, c) != CURLM_OK) return FG_ENOMEM;
-    r->curl_active = true;
-    return 0;
+    return r->small_body ? 0 : launch_upstream(r);
 }
 
 static void upstream_abort(fg_req_t *r, int status)
@@ -930,8 +947,18 @@ static enum MHD_Result queue_upstream_response(fg_req_t *r)
     uint64_t size = MHD_SIZE_UNKNOWN;
     if (r->resp_len >= 0) size = (uint64_t)r->resp_len;
     if (r->ustatus == 204 || r->ustatus == 304) size = 0;
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(size, 32 * 1024, content_reader, r, NULL);
+    struct MHD_Response *resp;
+    if (r->down_eof && strcmp(r->method, "HEAD") != 0 && size != 0) {
+        /* the whole answer is here: one buffer, sent with the headers */
+        size_t n = r->down.len;
+        char *body = malloc(n ? n : 1);
+        if (!body) return MHD_NO;
+        ring_read(&r->down, body, n);
+        resp = MHD_create_response_from_buffer(n, body, MHD_RESPMEM_MUST_FREE);
+        if (!resp) free(body);
+    } else {
+        resp = MHD_create_response_from_callback(size, 32 * 1024, content_reader, r, NULL);
+    }
     if (!resp) return MHD_NO;
     for (size_t at = 0; at < r->rh_len;) {
         const char *k = r->rh + at;
@@ -1018,7 +1045,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->phase == PH_BODY) {
         if (*upload_data_size) {
             if (r->up_failed) return queue_upstream_failure(r);
-            if (!r->curl_active || !r->up.p) {
+            bool waiting_launch = r->small_body && !r->curl_done;
+            if ((!r->curl_active && !waiting_launch) || !r->up.p) {
                 *upload_data_size = 0; /* upstream already answered: drain */
                 return MHD_YES;
             }
@@ -1032,6 +1060,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_YES;
         }
         r->up_eof = true;
+        if (r->small_body && !r->curl_active && !r->curl_done && launch_upstream(r) != 0) {
+            r->up_failed = true;
+            r->fail_status = 502;
+            snprintf(r->detail, sizeof r->detail, "cannot start the upstream request");
+        }
         if (r->read_paused && r->curl_active) {
             r->read_paused = false;
             curl_easy_pause(r->easy, CURLPAUSE_CONT);

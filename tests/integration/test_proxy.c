@@ -57,6 +57,8 @@ Test(proxy, headers_and_token, .timeout = 60)
     cr_assert_str_eq(hdr(w, "x-forwarded-for"), "10.0.0.1, 127.0.0.1");
     cr_assert_str_eq(hdr(w, "x-request-id"), "my-req-42");
     cr_assert_str_eq(hdr(w, "x-custom"), "kept");
+    cr_assert_null(hdr(w, "content-type"), "no Content-Type is invented for the client");
+    cr_assert_str_eq(hdr(w, "content-length"), "5");
     json_decref(w);
     char hwm[32];
     cr_assert(hwm_of(&E, "order:~1", hwm, sizeof hwm));
