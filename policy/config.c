@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <ini.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,10 +264,72 @@ static int parse_uint(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
     return 0;
 }
 
-static const char *const gw_keys[] = {
-    "listen",           "upstream",         "state",      "admin_listen",    "admin_token_file",
-    "unmatched_writes", "upstream_timeout", "fence_wait", "max_connections", "workers",
-    "state_pool",       "state_timeout",    "access_log", "audit_retention", "audit_max"};
+static const char *const gw_keys[] = {"listen",
+                                      "upstream",
+                                      "state",
+                                      "admin_listen",
+                                      "admin_token_file",
+                                      "unmatched_writes",
+                                      "upstream_timeout",
+                                      "fence_wait",
+                                      "max_connections",
+                                      "workers",
+                                      "state_pool",
+                                      "state_timeout",
+                                      "access_log",
+                                      "audit_retention",
+                                      "audit_max",
+                                      "upstream_grace",
+                                      "header_timeout",
+                                      "body_timeout",
+                                      "body_min_rate",
+                                      "admin_max_connections",
+                                      "require_durable"};
+
+/* The [gateway] durations: where each is stored and its allowed range. */
+typedef struct dur_key {
+    const char *name;
+    size_t off;
+    uint64_t lo, hi;
+} dur_key_t;
+
+static const dur_key_t dur_keys[] = {
+    {"upstream_timeout", offsetof(fg_config_t, upstream_timeout_ms), FG_TIMEOUT_MIN_MS,
+     FG_TIMEOUT_MAX_MS},
+    {"fence_wait", offsetof(fg_config_t, fence_wait_ms), FG_TIMEOUT_MIN_MS, FG_TIMEOUT_MAX_MS},
+    {"state_timeout", offsetof(fg_config_t, state_timeout_ms), FG_TIMEOUT_MIN_MS,
+     FG_TIMEOUT_MAX_MS},
+    {"upstream_grace", offsetof(fg_config_t, upstream_grace_ms), FG_TIMEOUT_MIN_MS,
+     FG_TIMEOUT_MAX_MS},
+    {"header_timeout", offsetof(fg_config_t, header_timeout_ms), FG_TIMEOUT_MIN_MS,
+     FG_TIMEOUT_MAX_MS},
+    {"body_timeout", offsetof(fg_config_t, body_timeout_ms), FG_TIMEOUT_MIN_MS, FG_TIMEOUT_MAX_MS},
+    {"audit_retention", offsetof(fg_config_t, audit_retention_ms), FG_RETENTION_MIN_MS,
+     FG_RETENTION_MAX_MS},
+};
+
+/* "1d" for 86400000: the largest unit that divides `ms` exactly. */
+static void format_duration(uint64_t ms, char *buf, size_t len)
+{
+    static const char *const u[] = {"d", "h", "m", "s"};
+    static const uint64_t m[] = {86400000, 3600000, 60000, 1000};
+    for (size_t i = 0; i < 4; i++)
+        if (ms >= m[i] && ms % m[i] == 0) {
+            snprintf(buf, len, "%llu%s", (unsigned long long)(ms / m[i]), u[i]);
+            return;
+        }
+    snprintf(buf, len, "%llums", (unsigned long long)ms);
+}
+
+static bool on_off(ctx_t *c, const char *k, const char *v, bool *out)
+{
+    if (strcmp(v, "on") && strcmp(v, "off")) {
+        fail(c, "%s must be on or off, not '%s'", k, v);
+        return false;
+    }
+    *out = strcmp(v, "on") == 0;
+    return true;
+}
 
 static void gateway_key(ctx_t *c, const char *k, const char *v)
 {
@@ -285,6 +348,21 @@ static void gateway_key(ctx_t *c, const char *k, const char *v)
     c->gw_seen |= 1u << idx;
     uint64_t n;
     int rc = 0;
+    for (size_t i = 0; i < sizeof dur_keys / sizeof *dur_keys; i++) {
+        const dur_key_t *d = &dur_keys[i];
+        if (strcmp(k, d->name) != 0) continue;
+        char lo[32], hi[32];
+        if (!v[0] && d->lo == FG_RETENTION_MIN_MS) return; /* audit_retention = : keep */
+        format_duration(d->lo, lo, sizeof lo);
+        format_duration(d->hi, hi, sizeof hi);
+        if (fg_config_parse_duration(v, &n) != 0)
+            fail(c, "%s: '%s' is not a duration (e.g. 250ms, 5s, 2m, 1h, 30d)", k, v);
+        else if (n < d->lo || n > d->hi)
+            fail(c, "%s must lie between %s and %s, not '%s'", k, lo, hi, v);
+        else
+            *(uint64_t *)(void *)((char *)g + d->off) = n;
+        return;
+    }
     if (strcmp(k, "listen") == 0 || strcmp(k, "admin_listen") == 0) {
         if (v[0] && !valid_hostport(v)) {
             fail(c, "%s: '%s' is not host:port", k, v);
@@ -316,36 +394,21 @@ static void gateway_key(ctx_t *c, const char *k, const char *v)
         }
         g->unmatched_forward = strcmp(v, "forward") == 0;
     } else if (strcmp(k, "access_log") == 0) {
-        if (strcmp(v, "on") && strcmp(v, "off")) {
-            fail(c, "access_log must be on or off, not '%s'", v);
-            return;
-        }
-        g->access_log = strcmp(v, "on") == 0;
-    } else if (strcmp(k, "upstream_timeout") == 0 || strcmp(k, "fence_wait") == 0 ||
-               strcmp(k, "state_timeout") == 0 || strcmp(k, "audit_retention") == 0) {
-        if (fg_config_parse_duration(v, &n) != 0) {
-            fail(c, "%s: '%s' is not a duration (e.g. 250ms, 5s, 2m%s)", k, v,
-                 k[0] == 'a' ? ", 30d" : "");
-            return;
-        }
-        if (n == 0 && k[0] != 'a') {
-            fail(c, "%s must be more than 0", k);
-            return;
-        }
-        if (k[0] == 'u')
-            g->upstream_timeout_ms = n;
-        else if (k[0] == 'f')
-            g->fence_wait_ms = n;
-        else if (k[0] == 's')
-            g->state_timeout_ms = n;
-        else
-            g->audit_retention_ms = n;
-    } else if (strcmp(k, "max_connections") == 0) {
+        on_off(c, k, v, &g->access_log);
+    } else if (strcmp(k, "require_durable") == 0) {
+        on_off(c, k, v, &g->require_durable);
+    } else if (strcmp(k, "max_connections") == 0 || strcmp(k, "admin_max_connections") == 0) {
         if (parse_uint(v, 1, 1000000, &n)) {
-            fail(c, "max_connections must be 1 to 1000000, not '%s'", v);
+            fail(c, "%s must be 1 to 1000000, not '%s'", k, v);
             return;
         }
-        g->max_connections = (unsigned)n;
+        *(k[0] == 'm' ? &g->max_connections : &g->admin_max_connections) = (unsigned)n;
+    } else if (strcmp(k, "body_min_rate") == 0) {
+        if (fg_config_parse_size(v, &n) != 0 || n > (1ULL << 40)) {
+            fail(c, "body_min_rate: '%s' is not a size per second (e.g. 1k; 0 = no check)", v);
+            return;
+        }
+        g->body_min_rate = n;
     } else if (strcmp(k, "workers") == 0) {
         if (parse_uint(v, 0, 64, &n)) {
             fail(c, "workers must be 0 (one per CPU) to 64, not '%s'", v);
@@ -359,7 +422,7 @@ static void gateway_key(ctx_t *c, const char *k, const char *v)
         }
         g->state_pool = (unsigned)n;
     } else if (strcmp(k, "audit_max") == 0) {
-        if (parse_uint(v, 0, UINT64_MAX, &n)) {
+        if (parse_uint(v, 0, INT64_MAX, &n)) {
             fail(c, "audit_max must be a count (0 = no limit), not '%s'", v);
             return;
         }
@@ -368,9 +431,9 @@ static void gateway_key(ctx_t *c, const char *k, const char *v)
     if (rc) fail(c, "out of memory");
 }
 
-static const char *const pol_keys[] = {"match",          "key",     "read_methods",
-                                       "token_header",   "compare", "on_missing",
-                                       "on_state_error", "mode",    "upstream"};
+static const char *const pol_keys[] = {
+    "match",          "key",  "read_methods", "token_header",  "compare", "on_missing",
+    "on_state_error", "mode", "upstream",     "max_token_jump"};
 
 static void policy_key(ctx_t *c, const char *k, const char *v)
 {
@@ -456,6 +519,13 @@ static void policy_key(ctx_t *c, const char *k, const char *v)
             return;
         }
         if (set_str(&p->upstream, v)) fail(c, "out of memory");
+    } else if (strcmp(k, "max_token_jump") == 0) {
+        if (!v[0]) return; /* empty: no limit */
+        if (fg_token_parse(v, strlen(v), &p->max_jump) != 0) {
+            fail(c, "max_token_jump must be a count from 0 to 18446744073709551615, not '%s'", v);
+            return;
+        }
+        p->has_max_jump = true;
     }
 }
 
@@ -492,6 +562,7 @@ static int finish(ctx_t *c)
         snprintf(c->err, sizeof c->err, "%s: [gateway] upstream is required", c->file);
         return FG_ECONFIG;
     }
+    if (!g->upstream_grace_ms) g->upstream_grace_ms = g->upstream_timeout_ms;
     for (size_t i = 0; i < g->n_policies; i++) {
         fg_policy_t *p = &g->policies[i];
         if (!p->match) {
@@ -529,7 +600,12 @@ static int load(ctx_t *c, fg_config_t **out, char *err, size_t err_len)
     }
     g->upstream_timeout_ms = 30000;
     g->fence_wait_ms = 5000;
+    g->header_timeout_ms = 10000;
+    g->body_timeout_ms = 10000;
+    g->body_min_rate = 1024;
+    g->audit_max = 1000000;
     g->max_connections = 1024;
+    g->admin_max_connections = 64;
     g->state_pool = 4;
     g->state_timeout_ms = 1000;
     g->access_log = true;

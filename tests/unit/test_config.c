@@ -50,7 +50,13 @@ Test(config, defaults)
     cr_assert_eq(c->state_timeout_ms, 1000);
     cr_assert(c->access_log);
     cr_assert_eq(c->audit_retention_ms, 0);
-    cr_assert_eq(c->audit_max, 0);
+    cr_assert_eq(c->audit_max, 1000000, "the default cap protects the disk");
+    cr_assert_eq(c->upstream_grace_ms, 30000, "upstream_grace defaults to upstream_timeout");
+    cr_assert_eq(c->header_timeout_ms, 10000);
+    cr_assert_eq(c->body_timeout_ms, 10000);
+    cr_assert_eq(c->body_min_rate, 1024);
+    cr_assert_eq(c->admin_max_connections, 64);
+    cr_assert_not(c->require_durable);
     cr_assert_str_eq(c->upstream, "http://127.0.0.1:9000");
     cr_assert_str_eq(c->file, "t.conf");
     cr_assert_eq(c->n_policies, 1);
@@ -66,6 +72,7 @@ Test(config, defaults)
     cr_assert_not(p->missing_forward);
     cr_assert_not(p->state_error_forward);
     cr_assert_null(p->upstream);
+    cr_assert_not(p->has_max_jump);
     cr_assert(fg_policy_is_read(p, "GET"));
     cr_assert(fg_policy_is_read(p, "HEAD"));
     cr_assert(fg_policy_is_read(p, "OPTIONS"));
@@ -187,14 +194,61 @@ Test(config, extension_keys)
     cr_assert_str_eq(c->admin_token_file, "/etc/fg/token");
     cr_assert_eq(c->n_policies, 0);
     fg_config_free(c);
-    c = load_ok(GW "audit_retention = 0\naudit_max = 0\nstate = sqlite:/var/lib/x.db\n");
-    cr_assert_eq(c->audit_retention_ms, 0, "0 = keep forever");
+    c = load_ok(GW "audit_retention =\naudit_max = 0\nstate = sqlite:/var/lib/x.db\n");
+    cr_assert_eq(c->audit_retention_ms, 0, "empty = keep forever");
+    cr_assert_eq(c->audit_max, 0, "0 = no count limit");
     fg_config_free(c);
+    c = load_ok(GW "upstream_timeout = 2s\nheader_timeout = 250ms\nbody_timeout = 1m\n"
+                   "body_min_rate = 0\nadmin_max_connections = 8\nrequire_durable = on\n"
+                   "[policy p]\nmatch = /p/{x}\nkey = p:{x}\nmax_token_jump = 1000\n"
+                   "[policy q]\nmatch = /q\nkey = q\nmax_token_jump =\n");
+    cr_assert_eq(c->upstream_grace_ms, 2000, "grace follows upstream_timeout");
+    cr_assert_eq(c->header_timeout_ms, 250);
+    cr_assert_eq(c->body_timeout_ms, 60000);
+    cr_assert_eq(c->body_min_rate, 0);
+    cr_assert_eq(c->admin_max_connections, 8);
+    cr_assert(c->require_durable);
+    cr_assert(c->policies[0].has_max_jump);
+    cr_assert_eq(c->policies[0].max_jump, 1000);
+    cr_assert_not(c->policies[1].has_max_jump, "an empty max_token_jump means no limit");
+    fg_config_free(c);
+    c = load_ok(GW "upstream_grace = 5s\nupstream_timeout = 24h\n");
+    cr_assert_eq(c->upstream_grace_ms, 5000);
+    cr_assert_eq(c->upstream_timeout_ms, 24ULL * 3600000);
+    fg_config_free(c);
+    /* every timeout lies between 1 ms and 24 h; a bigger one would overflow an int later */
+    static const char *const timeouts[] = {"upstream_timeout", "fence_wait",     "state_timeout",
+                                           "upstream_grace",   "header_timeout", "body_timeout"};
+    for (size_t i = 0; i < sizeof timeouts / sizeof *timeouts; i++) {
+        char text[256], want[128];
+        snprintf(want, sizeof want, "t.conf:3: %s must lie between 1ms and 1d", timeouts[i]);
+        snprintf(text, sizeof text, GW "%s = 25d\n", timeouts[i]);
+        load_err(text, want);
+        snprintf(text, sizeof text, GW "%s = 0ms\n", timeouts[i]);
+        load_err(text, want);
+        snprintf(text, sizeof text, GW "%s = 86400001ms\n", timeouts[i]);
+        load_err(text, want);
+        snprintf(text, sizeof text, GW "%s =\n", timeouts[i]);
+        snprintf(want, sizeof want, "t.conf:3: %s: '' is not a duration", timeouts[i]);
+        load_err(text, want);
+    }
+    load_err(GW "audit_retention = 59s\n",
+             "t.conf:3: audit_retention must lie between 1m and 3650d");
+    load_err(GW "audit_retention = 3651d\n", "t.conf:3: audit_retention must lie between");
+    load_err(GW "audit_retention = 0\n", "t.conf:3: audit_retention must lie between");
+    load_err(GW "audit_max = 9223372036854775808\n", "t.conf:3: audit_max must be");
+    load_err(GW "admin_max_connections = 0\n", "t.conf:3: admin_max_connections must be");
+    load_err(GW "require_durable = yes\n", "t.conf:3: require_durable must be on or off");
+    load_err(GW "body_min_rate = fast\n", "t.conf:3: body_min_rate:");
+    load_err(GW "[policy p]\nmatch = /p\nkey = p\nmax_token_jump = -1\n",
+             "t.conf:6: max_token_jump must be");
+    load_err(GW "[policy p]\nmatch = /p\nkey = p\nmax_token_jump = 18446744073709551616\n",
+             "t.conf:6: max_token_jump must be");
     load_err(GW "workers = 65\n", "t.conf:3: workers must be");
     load_err(GW "state_pool = 0\n", "t.conf:3: state_pool must be");
     load_err(GW "state_pool = 65\n", "t.conf:3: state_pool must be");
-    load_err(GW "state_timeout = 0ms\n", "t.conf:3: state_timeout must be more than 0");
-    load_err(GW "fence_wait = 0\n", "t.conf:3: fence_wait must be more than 0");
+    load_err(GW "state_timeout = 0ms\n", "t.conf:3: state_timeout must lie between");
+    load_err(GW "fence_wait = 0\n", "t.conf:3: fence_wait must lie between");
     load_err(GW "audit_retention = forever\n", "t.conf:3: audit_retention:");
     load_err(GW "audit_max = -1\n", "t.conf:3: audit_max must be");
     load_err(GW "access_log = yes\n", "t.conf:3: access_log must be");
