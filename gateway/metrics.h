@@ -27,7 +27,9 @@
     X(STATE_UNAVAILABLE, "state_unavailable")                                                      \
     X(FENCE_BUSY, "fence_busy")                                                                    \
     X(UPSTREAM_ERROR, "upstream_error")                                                            \
-    X(UPSTREAM_TIMEOUT, "upstream_timeout")
+    X(UPSTREAM_TIMEOUT, "upstream_timeout")                                                        \
+    X(MALFORMED_REQUEST, "malformed_request")                                                      \
+    X(REQUEST_TIMEOUT, "request_timeout")
 
 typedef enum fg_outcome {
 #define FG_OUTCOME_ENUM(n, s) FG_OUT_##n,

@@ -7,11 +7,15 @@
  * so tests can assert on what really reached the upstream:
  *   GET  /_fg/log     JSON array of writes {seq, method, path (raw), token,
  *                     size, fnv1a64, headers}
- *   GET  /_fg/count   {"requests": all requests seen, "writes": n}
+ *   GET  /_fg/count   {"requests": all requests seen, "writes": n,
+ *                     "inflight": requests being handled, "held": requests held}
  *   POST /_fg/reset   forget values and log
+ *   POST /_fg/release let every request held by X-Hold go on
  * Bodies are hashed while they stream in; only values up to 1 MiB are kept,
  * so a 256 MiB PUT costs no memory. `X-Delay-Ms: N` (or --delay-max-ms)
- * delays the answer, to play a slow upstream.
+ * delays the answer, to play a slow upstream; `X-Hold: 1` holds it until the
+ * next POST /_fg/release (at most 60 s), so a test can keep requests at the
+ * upstream for as long as it needs, without guessing a delay.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -42,7 +46,9 @@ typedef struct item {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static item_t *buckets[NBUCKETS];
 static json_t *wlog;
-static long requests, writes;
+static long requests, writes, inflight, held;
+static pthread_cond_t release_cv = PTHREAD_COND_INITIALIZER;
+static unsigned long release_gen;
 static unsigned delay_max_ms;
 static bool keep_log = true;
 
@@ -55,6 +61,7 @@ typedef struct req {
     size_t size;
     char *buf; /* value, up to VALUE_MAX */
     bool too_big;
+    bool counted; /* in `inflight` */
 } req_t;
 
 static uint64_t fnv_step(uint64_t h, const char *p, size_t n)
@@ -121,6 +128,21 @@ static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, jso
     return ret;
 }
 
+static void maybe_hold(struct MHD_Connection *c)
+{
+    if (!MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Hold")) return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    pthread_mutex_lock(&mu);
+    unsigned long gen = release_gen;
+    held++;
+    while (gen == release_gen)
+        if (pthread_cond_timedwait(&release_cv, &mu, &until) != 0) break;
+    held--;
+    pthread_mutex_unlock(&mu);
+}
+
 static void maybe_delay(struct MHD_Connection *c)
 {
     unsigned ms = 0;
@@ -154,8 +176,9 @@ static enum MHD_Result admin(struct MHD_Connection *c, const char *path, const c
     }
     if (strcmp(path, "/_fg/count") == 0) {
         pthread_mutex_lock(&mu);
-        json_t *o =
-            json_pack("{s:I,s:I}", "requests", (json_int_t)requests, "writes", (json_int_t)writes);
+        json_t *o = json_pack("{s:I,s:I,s:I,s:I}", "requests", (json_int_t)requests, "writes",
+                              (json_int_t)writes, "inflight", (json_int_t)inflight, "held",
+                              (json_int_t)held);
         pthread_mutex_unlock(&mu);
         return reply_json(c, 200, o);
     }
@@ -170,6 +193,13 @@ static enum MHD_Result admin(struct MHD_Connection *c, const char *path, const c
         }
         json_array_clear(wlog);
         requests = writes = 0;
+        pthread_mutex_unlock(&mu);
+        return reply(c, 204, NULL, "", 0);
+    }
+    if (strcmp(path, "/_fg/release") == 0 && strcmp(method, "POST") == 0) {
+        pthread_mutex_lock(&mu);
+        release_gen++;
+        pthread_cond_broadcast(&release_cv);
         pthread_mutex_unlock(&mu);
         return reply(c, 204, NULL, "", 0);
     }
@@ -250,7 +280,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->started = true;
         r->hash = 1469598103934665603ULL;
         pthread_mutex_lock(&mu);
-        if (!internal) requests++;
+        if (!internal) requests++, inflight++, r->counted = true;
         if (!internal && !is_read(method)) {
             r->write = true;
             writes++;
@@ -285,6 +315,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (internal) return admin(c, path, method);
+    maybe_hold(c);
     maybe_delay(c);
     if (r->write) return finish_write(c, r, path, method);
     pthread_mutex_lock(&mu);
@@ -325,6 +356,11 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     req_t *r = *con_cls;
     if (r) {
+        if (r->counted) {
+            pthread_mutex_lock(&mu);
+            inflight--;
+            pthread_mutex_unlock(&mu);
+        }
         free(r->raw);
         free(r->buf);
         free(r);

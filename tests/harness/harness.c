@@ -244,7 +244,7 @@ json_t *fgt_upstream_log(fgt_upstream_t *u)
     return j;
 }
 
-long fgt_upstream_count(fgt_upstream_t *u)
+long fgt_upstream_stat(fgt_upstream_t *u, const char *what)
 {
     char url[128];
     snprintf(url, sizeof url, "%s/_fg/count", u->url);
@@ -252,9 +252,32 @@ long fgt_upstream_count(fgt_upstream_t *u)
     json_t *j = fgt_resp_json(&r);
     fgt_resp_free(&r);
     cr_assert(j);
-    long n = (long)json_integer_value(json_object_get(j, "requests"));
+    long n = (long)json_integer_value(json_object_get(j, what));
     json_decref(j);
     return n;
+}
+
+long fgt_upstream_count(fgt_upstream_t *u)
+{
+    return fgt_upstream_stat(u, "requests");
+}
+
+void fgt_upstream_release(fgt_upstream_t *u)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s/_fg/release", u->url);
+    fgt_resp_t r = fgt_http("POST", url, NULL, NULL, 0);
+    cr_assert_eq(r.status, 204);
+    fgt_resp_free(&r);
+}
+
+bool fgt_wait_upstream_stat(fgt_upstream_t *u, const char *what, long want, int timeout_ms)
+{
+    for (int waited = 0;; waited += 20) {
+        if (fgt_upstream_stat(u, what) == want) return true;
+        if (waited >= timeout_ms) return false;
+        usleep(20 * 1000);
+    }
 }
 
 /* ---- redis ---- */

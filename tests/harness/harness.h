@@ -60,6 +60,14 @@ void fgt_upstream_stop(fgt_upstream_t *u);
 json_t *fgt_upstream_log(fgt_upstream_t *u);
 /* How many requests (reads and writes) the demo store has seen. */
 long fgt_upstream_count(fgt_upstream_t *u);
+/* One number of the demo store's /_fg/count: "requests", "writes",
+ * "inflight" (being handled now) or "held" (waiting for a release). */
+long fgt_upstream_stat(fgt_upstream_t *u, const char *what);
+/* Poll that number until it equals `want` (true) or timeout_ms passes (false):
+ * how a test waits for the upstream to reach a state, instead of sleeping. */
+bool fgt_wait_upstream_stat(fgt_upstream_t *u, const char *what, long want, int timeout_ms);
+/* Let every request held at the demo store (X-Hold: 1) go on. */
+void fgt_upstream_release(fgt_upstream_t *u);
 
 /* ---- redis ---- */
 typedef struct fgt_redis {

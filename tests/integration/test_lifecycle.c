@@ -4,11 +4,13 @@
  * ones), SIGTERM drains in-flight requests and exits 0.
  */
 #include <pthread.h>
+#include <sqlite3.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "gw_common.h"
+#include "storage/store.h"
 
 static env_t E;
 
@@ -106,25 +108,55 @@ Test(lifecycle, sigterm_drains, .timeout = 60)
     fgt_upstream_stop(&E.up);
 }
 
-/* audit_retention deletes expired audit records in the background. */
-Test(lifecycle, audit_retention, .timeout = 60)
+/* audit_retention and audit_max delete audit records in the background:
+ * the oldest beyond the cap, and those older than the retention. */
+Test(lifecycle, audit_retention, .timeout = 90)
 {
-    env_start(&E, STORE_SQLITE, 0, "audit_retention = 2s\n", NULL);
-    cr_assert_eq(put_tok(&E, "/orders/ret", "5", "v"), 200);
-    cr_assert_eq(put_tok(&E, "/orders/ret", "4", "v"), 409);
-    json_t *es = audit_entries(&E, "resource=order:ret");
+    env_start(&E, STORE_SQLITE, 0, "audit_retention = 1m\naudit_max = 3\n", NULL);
+    cr_assert_eq(put_tok(&E, "/orders/ret", "50", "v"), 200);
+    for (int t = 40; t < 45; t++) {
+        char tok[8];
+        snprintf(tok, sizeof tok, "%d", t);
+        cr_assert_eq(put_tok(&E, "/orders/ret", tok, "v"), 409);
+    }
+    /* a record from two minutes ago, written straight into the state file */
+    char db[600];
+    snprintf(db, sizeof db, "%s/fg.db", E.gw.dir);
+    sqlite3 *h = NULL;
+    cr_assert_eq(sqlite3_open(db, &h), SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO audit(time_ms, resource, method, path, reason, token) "
+             "VALUES (%lld, 'order:old', 'PUT', '/orders/old', 'stale', '1')",
+             (long long)fg_now_wall_ms() - 120000);
+    cr_assert_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(h));
+    sqlite3_close(h);
+    json_t *es = audit_entries(&E, "resource=order:old");
     cr_assert_eq(json_array_size(es), 1);
     json_decref(es);
-    size_t n = 1;
-    for (int i = 0; i < 80 && n; i++) {
+    /* the janitor runs every few seconds: poll until it has, with a deadline */
+    size_t old = 1, kept = 5;
+    for (int i = 0; i < 600 && (old || kept > 3); i++) {
         usleep(100 * 1000);
+        es = audit_entries(&E, "resource=order:old");
+        old = json_array_size(es);
+        json_decref(es);
         es = audit_entries(&E, "resource=order:ret");
-        n = json_array_size(es);
+        kept = json_array_size(es);
         json_decref(es);
     }
-    cr_assert_eq(n, 0, "the expired record was deleted");
+    cr_assert_eq(old, 0, "the record older than audit_retention was deleted");
+    cr_assert_eq(kept, 3, "audit_max keeps the newest 3");
+    es = audit_entries(&E, "resource=order:ret");
+    for (size_t i = 0; i < 3; i++) {
+        json_int_t t = json_integer_value(json_object_get(json_array_get(es, i), "token"));
+        cr_assert_eq(t, 44 - (json_int_t)i, "entry %zu has token %lld: the newest are kept", i,
+                     (long long)t);
+    }
+    json_decref(es);
     char hwm[32];
     cr_assert(hwm_of(&E, "order:ret", hwm, sizeof hwm));
-    cr_assert_str_eq(hwm, "5", "retention never touches high-water marks");
+    cr_assert_str_eq(hwm, "50", "retention never touches high-water marks");
     env_stop(&E);
 }
