@@ -307,9 +307,10 @@ struct fg_upx {
     CURL *easy;
     struct curl_slist *hdrs;
     char *url;
-    char *lane_key; /* the lane this transfer holds, or NULL */
-    bool active;    /* added to the multi handle */
-    bool small;     /* the whole body goes with the head (no streaming) */
+    char *lane_key;      /* the lane this transfer holds, or NULL */
+    bool lane_key_owned; /* lane_key is our copy (else the request's key_buf) */
+    bool active;         /* added to the multi handle */
+    bool small;          /* the whole body goes with the head (no streaming) */
     bool read_paused, write_paused;
     bool body_eof; /* the client's body is complete */
     bool is_head;  /* HEAD request: no answer body */

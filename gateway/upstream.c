@@ -121,8 +121,9 @@ static void release_lane(fg_upx_t *u)
 {
     if (!u->lane_key) return;
     fg_lanes_release(u->lane_key);
-    if (!u->req || u->lane_key != u->req->key_buf) free(u->lane_key);
+    if (u->lane_key_owned) free(u->lane_key);
     u->lane_key = NULL;
+    u->lane_key_owned = false;
 }
 
 /* Take the transfer off the network (the upstream connection is closed if
@@ -161,10 +162,11 @@ static void upx_free(fg_upx_t *u)
 /* The request lets go of the transfer: the lane key must survive it. */
 static int detach(fg_upx_t *u)
 {
-    if (u->lane_key && u->req && u->lane_key == u->req->key_buf) {
+    if (u->lane_key && !u->lane_key_owned) {
         char *k = strdup(u->lane_key);
         if (!k) return FG_ENOMEM;
         u->lane_key = k;
+        u->lane_key_owned = true;
     }
     if (u->req) u->req->up = NULL;
     u->req = NULL;

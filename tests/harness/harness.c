@@ -657,6 +657,48 @@ json_t *fgt_resp_json(const fgt_resp_t *r)
     return json_loadb(r->body, r->body_len, 0, NULL);
 }
 
+int fgt_raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    return fd;
+}
+
+char *fgt_raw_read_all(int fd, int timeout_ms, bool *closed)
+{
+    buf_t b = {0};
+    char tmp[4096];
+    bool eof = false;
+    for (;;) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, timeout_ms) <= 0) break;
+        ssize_t n = read(fd, tmp, sizeof tmp);
+        if (n <= 0) {
+            eof = true; /* end of stream, or reset: closed either way */
+            break;
+        }
+        collect(tmp, 1, (size_t)n, &b);
+    }
+    if (closed) *closed = eof;
+    return b.p ? b.p : strdup("");
+}
+
+char *fgt_raw_exchange(int port, const char *bytes, size_t len, int timeout_ms, bool *closed)
+{
+    int fd = fgt_raw_connect(port);
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = send(fd, bytes + off, len - off, MSG_NOSIGNAL);
+        if (w <= 0) break; /* the server may close early; read what it said */
+        off += (size_t)w;
+    }
+    char *out = fgt_raw_read_all(fd, timeout_ms, closed);
+    close(fd);
+    return out;
+}
+
 char *fgt_raw_request(int port, const char *bytes, size_t len, int timeout_ms)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);

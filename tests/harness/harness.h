@@ -147,4 +147,27 @@ json_t *fgt_resp_json(const fgt_resp_t *r);
  * server closes or timeout_ms). For request targets libcurl would not send. */
 char *fgt_raw_request(int port, const char *bytes, size_t len, int timeout_ms);
 
+/* Like fgt_raw_request; *closed tells whether the server closed the
+ * connection (true) or the wait ran out with it still open (false). */
+char *fgt_raw_exchange(int port, const char *bytes, size_t len, int timeout_ms, bool *closed);
+
+/* A connected TCP socket to 127.0.0.1:port (aborts the test on failure). */
+int fgt_raw_connect(int port);
+
+/* Read from `fd` until the peer closes or timeout_ms passes without a byte;
+ * malloc'd, NUL-terminated. *closed as above. */
+char *fgt_raw_read_all(int fd, int timeout_ms, bool *closed);
+
+/* ---- recording upstream (rawup.c) ---- */
+/* An upstream that keeps every byte it receives, frames requests with
+ * libhttp-parser and answers each with "200 ok". */
+typedef struct fgt_rawup fgt_rawup_t;
+fgt_rawup_t *fgt_rawup_start(void);
+int fgt_rawup_port(const fgt_rawup_t *u);
+/* Everything received so far, on all connections, in arrival order (malloc'd). */
+char *fgt_rawup_bytes(fgt_rawup_t *u, size_t *len);
+/* Complete requests received so far. */
+long fgt_rawup_requests(fgt_rawup_t *u);
+void fgt_rawup_stop(fgt_rawup_t *u);
+
 #endif
