@@ -6,7 +6,9 @@
  * and logs every write in arrival order with the Fencing-Token it carried,
  * so tests can assert on what really reached the upstream:
  *   GET  /_fg/log     JSON array of writes {seq, method, path (raw), token,
- *                     size, fnv1a64, headers}
+ *                     size, fnv1a64, headers, arrived_ms, applied_ms}; the
+ *                     times are CLOCK_MONOTONIC ms (one clock per machine):
+ *                     when the head arrived and when the write took effect
  *   GET  /_fg/count   {"requests": all requests seen, "writes": n,
  *                     "inflight": requests being handled, "held": requests held}
  *   POST /_fg/reset   forget values and log
@@ -63,6 +65,13 @@ typedef struct req {
     bool too_big;
     bool counted; /* in `inflight` */
 } req_t;
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static uint64_t fnv_step(uint64_t h, const char *p, size_t n)
 {
@@ -216,6 +225,7 @@ static enum MHD_Result finish_write(struct MHD_Connection *c, req_t *r, const ch
     if (r->entry) {
         json_object_set_new(r->entry, "size", json_integer((json_int_t)r->size));
         json_object_set_new(r->entry, "fnv1a64", json_string(hex));
+        json_object_set_new(r->entry, "applied_ms", json_integer(mono_ms()));
     }
     unsigned status = 200;
     if (strcmp(method, "DELETE") == 0) {
@@ -288,9 +298,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 json_t *h = json_object();
                 MHD_get_connection_values(c, MHD_HEADER_KIND, add_header, h);
                 const char *tok = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Fencing-Token");
-                r->entry = json_pack("{s:I,s:s,s:s,s:s?,s:i,s:s,s:o}", "seq",
+                r->entry = json_pack("{s:I,s:s,s:s,s:s?,s:i,s:s,s:o,s:I}", "seq",
                                      (json_int_t)json_array_size(wlog), "method", method, "path",
-                                     path, "token", tok, "size", 0, "fnv1a64", "", "headers", h);
+                                     path, "token", tok, "size", 0, "fnv1a64", "", "headers", h,
+                                     "arrived_ms", (json_int_t)mono_ms());
                 if (r->entry) json_array_append_new(wlog, r->entry);
             }
         }
