@@ -167,23 +167,24 @@ Test(errors, redis, .timeout = 120)
 
 static long slow_first_status;
 
+/* A write of /orders/busy that the upstream holds until the test releases it. */
 static void *slow_first(void *arg)
 {
     (void)arg;
     static int n;
     char tok[32];
     snprintf(tok, sizeof tok, "Fencing-Token: %d", 5 + 2 * n++);
-    const char *h[] = {tok, "X-Delay-Ms: 600", NULL};
+    const char *h[] = {tok, "X-Hold: 1", NULL};
     fgt_resp_t r = gw_req(&E, "PUT", "/orders/busy", h, "first");
     slow_first_status = r.status;
     fgt_resp_free(&r);
     return NULL;
 }
 
-/* 502 and 504 and fence-busy need a slow or dead upstream. */
+/* 502 and 504 need a dead or slow upstream. */
 Test(errors, upstream_failures, .timeout = 120)
 {
-    env_start(&E, STORE_SQLITE, 0, "fence_wait = 300ms\nupstream_timeout = 700ms\n",
+    env_start(&E, STORE_SQLITE, 0, "upstream_timeout = 700ms\n",
               "[policy orders]\nmatch = /orders/{id}\nkey = order:{id}\n"
               "[policy dead]\nmatch = /dead/{id}\nkey = dead:{id}\n"
               "upstream = http://127.0.0.1:9\n"
@@ -202,25 +203,29 @@ Test(errors, upstream_failures, .timeout = 120)
     r = gw_req(&E, "PUT", "/slow/1", slow, "v");
     expect_problem(&r, 504, "upstream-timeout");
     fgt_resp_free(&r);
+    env_stop(&E);
+}
 
-    /* 503 fence-busy: a second write of one resource waits behind the first
-     * (at the upstream for 600 ms) longer than fence_wait (300 ms) */
+/* 503 fence-busy: a second write of one resource waits behind the first,
+ * held at the upstream, longer than fence_wait. No timing guesses: the first
+ * is held until the test releases it. */
+Test(errors, fence_busy, .timeout = 120)
+{
+    env_start(&E, STORE_SQLITE, 0, "fence_wait = 300ms\n", NULL);
     pthread_t th;
     pthread_create(&th, NULL, slow_first, NULL);
-    usleep(150 * 1000);
+    cr_assert(fgt_wait_upstream_stat(&E.up, "held", 1, 10000), "the first write is held");
     const char *second[] = {"Fencing-Token: 6", NULL};
-    r = gw_req(&E, "PUT", "/orders/busy", second, "second");
+    fgt_resp_t r = gw_req(&E, "PUT", "/orders/busy", second, "second");
     expect_problem(&r, 503, "fence-busy");
     char ra[16];
     cr_assert(fgt_resp_header(&r, "Retry-After", ra, sizeof ra));
     fgt_resp_free(&r);
+    /* a write to another resource does not wait behind it */
+    cr_assert_eq(put_tok(&E, "/orders/other", "1", "v"), 200);
+    fgt_upstream_release(&E.up);
     pthread_join(th, NULL);
     cr_assert_eq(slow_first_status, 200);
     cr_assert_eq(upstream_writes(&E, "/orders/busy"), 1, "the busy write was not forwarded");
-    /* a write to another resource does not wait behind it */
-    pthread_create(&th, NULL, slow_first, NULL);
-    usleep(150 * 1000);
-    cr_assert_eq(put_tok(&E, "/orders/other", "1", "v"), 200);
-    pthread_join(th, NULL);
     env_stop(&E);
 }

@@ -72,12 +72,18 @@ Test(lifecycle, sighup_reload, .timeout = 60)
     fprintf(f, "%s\n[policy items]\nmatch = /items/{id}\nkey = item:{nope}\n", conf);
     fclose(f);
     kill(E.gw.proc.pid, SIGHUP);
-    usleep(300 * 1000);
-    cr_assert_eq(put_tok(&E, "/items/1", "0", "v"), 409, "old policies still enforced");
-    cr_assert_eq(put_tok(&E, "/items/1", "2", "v"), 200);
-    char *log = fgt_read_file(E.gw.proc.log);
+    /* wait for the gateway to have read (and refused) the file: its log says so */
+    char *log = NULL;
+    for (int i = 0; i < 100; i++) {
+        free(log);
+        log = fgt_read_file(E.gw.proc.log);
+        if (log && strstr(log, "reload failed")) break;
+        usleep(50 * 1000);
+    }
     cr_assert(log && strstr(log, "reload failed"), "the failed reload is logged");
     free(log);
+    cr_assert_eq(put_tok(&E, "/items/1", "0", "v"), 409, "old policies still enforced");
+    cr_assert_eq(put_tok(&E, "/items/1", "2", "v"), 200);
     free(conf);
     env_stop(&E);
 }
@@ -85,7 +91,7 @@ Test(lifecycle, sighup_reload, .timeout = 60)
 static void *slow_put(void *arg)
 {
     long *st = arg;
-    const char *h[] = {"Fencing-Token: 1", "X-Delay-Ms: 800", NULL};
+    const char *h[] = {"Fencing-Token: 1", "X-Hold: 1", NULL};
     fgt_resp_t r = gw_req(&E, "PUT", "/orders/drain", h, "v");
     *st = r.status;
     fgt_resp_free(&r);
@@ -98,7 +104,12 @@ Test(lifecycle, sigterm_drains, .timeout = 60)
     long st = 0;
     pthread_t th;
     pthread_create(&th, NULL, slow_put, &st);
-    usleep(300 * 1000); /* the PUT is now waiting at the upstream */
+    cr_assert(fgt_wait_upstream_stat(&E.up, "held", 1, 10000), "the PUT is at the upstream");
+    kill(E.gw.proc.pid, SIGTERM);
+    /* the gateway stops accepting while the held write drains */
+    for (int i = 0; i < 200 && fgt_wait_port(E.gw.port, 0); i++) usleep(20 * 1000);
+    cr_assert_not(fgt_wait_port(E.gw.port, 0), "still accepting while draining");
+    fgt_upstream_release(&E.up);
     int status = fgt_gateway_stop(&E.gw);
     pthread_join(th, NULL);
     cr_assert_eq(st, 200, "the in-flight write finished during the drain (got %ld)", st);
