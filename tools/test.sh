@@ -12,7 +12,8 @@ START=$(date +%s)
 
 PKGS=(cmake gcc make pkg-config curl jq ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
       libhiredis-dev libpq-dev libsqlite3-dev libinih-dev libjansson-dev libcriterion-dev
-      redis-server redis-tools postgresql etcd-server etcd-client zookeeper libzookeeper-mt-dev)
+      libhttp-parser-dev redis-server redis-tools postgresql etcd-server etcd-client zookeeper
+      libzookeeper-mt-dev)
 . tools/ensure-packages.sh
 ensure_packages "${PKGS[@]}"
 # the Debian package starts a system redis-server; the tests never use it
@@ -82,10 +83,12 @@ build() {
   test -x "$dir/fencegate"
 }
 
+# Own build trees: the quick start configures build/ without tests, and a
+# tree without tests must never pass for a test run (--no-tests=error below).
 echo "== build (normal)"
-build build
+build build-test -DFG_TESTS=ON
 echo "== build (ASan+UBSan)"
-build build-asan -DFG_SANITIZE=ON
+build build-asan -DFG_TESTS=ON -DFG_SANITIZE=ON
 
 start_redis
 start_postgres
@@ -93,9 +96,9 @@ start_postgres
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 echo "== ctest (normal)"
-ctest --test-dir build --output-on-failure
+ctest --test-dir build-test --output-on-failure --no-tests=error
 echo "== ctest (ASan+UBSan)"
-ctest --test-dir build-asan --output-on-failure
+ctest --test-dir build-asan --output-on-failure --no-tests=error
 echo "== quick start script"
 tools/quickstart.sh --once >"$WORK/quickstart.log" 2>&1 || { cat "$WORK/quickstart.log"; exit 1; }
 grep -q '"reason": "stale"' "$WORK/quickstart.log" || { cat "$WORK/quickstart.log"; exit 1; }

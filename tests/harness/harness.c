@@ -492,7 +492,10 @@ static void gateway_spawn(fgt_gateway_t *g)
 {
     char log[600];
     snprintf(log, sizeof log, "%s/gateway.log", g->dir);
-    char *argv[] = {(char *)FG_BIN_GATEWAY, (char *)"-c", g->conf, NULL};
+    /* FGT_GATEWAY_BIN runs the tests against another build (e.g. an older
+     * commit, to show a regression test fails there) */
+    const char *bin = getenv("FGT_GATEWAY_BIN") ? getenv("FGT_GATEWAY_BIN") : FG_BIN_GATEWAY;
+    char *argv[] = {(char *)bin, (char *)"-c", g->conf, NULL};
     g->proc = fgt_spawn(argv, log);
     char url[128];
     snprintf(url, sizeof url, "%s/healthz", g->admin_url);
