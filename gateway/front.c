@@ -46,14 +46,26 @@ bool fg_front_hook_linked(void)
 
 int fg_front_hook_init(void)
 {
-    if (hook_tab) return 0;
+    if (__atomic_load_n(&hook_len, __ATOMIC_ACQUIRE)) return 0;
+    /* Raise the soft file limit to the hard one (as nginx's
+     * worker_rlimit_nofile does): every client connection needs an fd below
+     * the table's size to be checked, and a connection that cannot be checked
+     * is closed. */
     struct rlimit rl;
     size_t n = 1u << 16;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) n = rl.rlim_cur;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur != RLIM_INFINITY) n = rl.rlim_cur;
+    }
     if (n > (1u << 20)) n = 1u << 20;
-    hook_tab = calloc(n, sizeof *hook_tab);
-    if (!hook_tab) return FG_ENOMEM;
-    hook_len = n;
+    fg_conn_t **t = calloc(n, sizeof *t);
+    if (!t) return FG_ENOMEM;
+    hook_tab = t;
+    __atomic_store_n(&hook_len, n, __ATOMIC_RELEASE); /* readers see the table first */
     return 0;
 }
 
@@ -227,7 +239,8 @@ static ssize_t conn_recv(fg_conn_t *c, char *buf, size_t len, int flags)
 ssize_t fg_front_recv(int fd, void *buf, size_t len, int flags)
 {
     fg_conn_t *c = NULL;
-    if (fd >= 0 && (size_t)fd < hook_len) c = __atomic_load_n(&hook_tab[fd], __ATOMIC_ACQUIRE);
+    if (fd >= 0 && (size_t)fd < __atomic_load_n(&hook_len, __ATOMIC_ACQUIRE))
+        c = __atomic_load_n(&hook_tab[fd], __ATOMIC_ACQUIRE);
     if (!c) return raw_recv(fd, buf, len, flags);
     return conn_recv(c, buf, len, flags);
 }

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "gateway/engine_int.h"
 #include "gateway/gateway_int.h"
 #include "gateway/lanes.h"
 #include "gateway/log.h"
@@ -116,6 +117,9 @@ int fg_gateway_start(fg_config_t *cfg, fg_gateway_t **out, char *err, size_t err
     gw->boot_ref = gw->cur;
     gw->cur->refs++; /* the boot settings stay alive as long as the gateway */
     int rc = fg_lanes_init();
+    if (rc) goto fail;
+    /* before any thread reads a socket through the recv hook */
+    rc = fg_front_hook_init();
     if (rc) goto fail;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         rc = FG_ENOMEM;
