@@ -3,11 +3,11 @@
  *
  * Each engine owns an epoll loop that drives, without ever blocking: a
  * libmicrohttpd daemon in external-epoll mode on its own SO_REUSEPORT socket
- * (front.c), a libcurl multi handle in socket mode (upstream.c), an eventfd
+ * (front.c), the upstream connections of its keep-alive pool (upstream.c), an eventfd
  * inbox on which store threads and other engines post results (a finished
  * fence check, a lane handed over), and sockets lingering after a close.
  * A request that waits -- for its lane, the store, upstream bytes, the client
- * -- is a suspended MHD connection and a paused curl transfer, not a blocked
+ * -- is a suspended MHD connection and a connection left out of epoll, not a blocked
  * thread.
  *
  * Deadlines live in timer queues (engine_int.h): each is sorted by
@@ -151,12 +151,6 @@ static void sweep(fg_engine_t *e, uint64_t now)
 /* ------------------------------------------------------------------ */
 /* the loop                                                             */
 
-static void run_curl(fg_engine_t *e, curl_socket_t s, int flags)
-{
-    int running;
-    curl_multi_socket_action(e->multi, s, flags, &running);
-}
-
 static void *engine_main(void *arg)
 {
     fg_engine_t *e = arg;
@@ -176,10 +170,6 @@ static void *engine_main(void *arg)
         int64_t timeout = SWEEP_MS;
         MHD_UNSIGNED_LONG_LONG mt;
         if (MHD_get_timeout(e->d, &mt) == MHD_YES && (int64_t)mt < timeout) timeout = (int64_t)mt;
-        if (e->curl_deadline >= 0) {
-            int64_t ct = e->curl_deadline - (int64_t)now;
-            if (ct < timeout) timeout = ct < 0 ? 0 : ct;
-        }
         int n = epoll_wait(e->ep, evs, 128, (int)timeout);
         for (int i = 0; i < n; i++) {
             uint64_t d = evs[i].data.u64;
@@ -187,14 +177,9 @@ static void *engine_main(void *arg)
             case TAG_INBOX:
                 process_inbox(e);
                 break;
-            case TAG_CURL: {
-                int fl = 0;
-                if (evs[i].events & EPOLLIN) fl |= CURL_CSELECT_IN;
-                if (evs[i].events & EPOLLOUT) fl |= CURL_CSELECT_OUT;
-                if (evs[i].events & (EPOLLERR | EPOLLHUP)) fl |= CURL_CSELECT_ERR;
-                run_curl(e, (curl_socket_t)(d >> 8), fl);
+            case TAG_UPSTREAM:
+                fg_upx_event((fg_upconn_t *)(uintptr_t)(d >> 8), evs[i].events);
                 break;
-            }
             case TAG_LINGER:
                 linger_read(e, (lingerer_t *)(uintptr_t)(d >> 8));
                 break;
@@ -203,11 +188,6 @@ static void *engine_main(void *arg)
             }
         }
         now = fg_now_mono_ms();
-        if (e->curl_deadline >= 0 && (int64_t)now >= e->curl_deadline) {
-            e->curl_deadline = -1;
-            run_curl(e, CURL_SOCKET_TIMEOUT, 0);
-        }
-        fg_upx_check_done(e);
         if (now - last_sweep >= SWEEP_MS) {
             last_sweep = now;
             sweep(e, now);
@@ -215,7 +195,7 @@ static void *engine_main(void *arg)
         /* Every round, and after everything that may resume a connection: in
          * external-epoll mode MHD only notices a resume inside MHD_run. */
         MHD_run(e->d);
-        fg_upx_check_done(e);
+        fg_upx_reap(e);
     }
     /* Past the drain deadline: end what is left so the daemon can stop cleanly
      * (MHD aborts on a suspended connection at stop). */
@@ -243,7 +223,6 @@ int fg_engine_create(fg_gateway_t *gw, unsigned id, fg_engine_t **out, char *err
     e->gw = gw;
     e->id = id;
     e->lfd = e->evfd = -1;
-    e->curl_deadline = -1;
     pthread_mutex_init(&e->inbox_mu, NULL);
     *out = e; /* from here on, fg_engine_free cleans up a half-made engine */
     e->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -282,8 +261,7 @@ int fg_engine_create(fg_gateway_t *gw, unsigned id, fg_engine_t **out, char *err
         snprintf(err, err_len, "cannot watch the inbox");
         return FG_EIO;
     }
-    /* keep enough idle upstream connections for the client concurrency we allow */
-    return fg_upx_multi_init(e, (long)(limit < 1024 ? limit : 1024));
+    return fg_upx_init(e);
 }
 
 static void *engine_thread(void *arg)
@@ -334,7 +312,6 @@ void fg_engine_free(fg_engine_t *e)
         fg_req_on(r, EV_GONE, NULL, NULL);
     }
     while (e->q_linger.head) linger_end(e, FG_CONTAINER(e->q_linger.head, lingerer_t, timer));
-    if (e->multi) curl_multi_cleanup(e->multi);
     if (e->lfd >= 0) close(e->lfd);
     if (e->evfd >= 0) close(e->evfd);
     if (e->ep >= 0) close(e->ep);

@@ -8,8 +8,9 @@
  *               recv hook), step-0 refusals written straight to the socket
  *   request.c   one request's state machine (req_on): decision, audit, lane,
  *               fence check, forwarding, the answer
- *   upstream.c  the upstream side (libcurl multi): one fg_upx_t per transfer,
- *               which may outlive its request (the 504 quarantine, step 8)
+ *   upstream.c  the upstream side (an HTTP/1.1 client with a keep-alive pool):
+ *               one fg_upx_t per transfer, which may outlive its request (the
+ *               504 quarantine, step 8)
  *
  * Ownership: the engine owns its connections, requests and transfers; all of
  * them are touched only by the engine's thread. Other threads (store threads,
@@ -18,7 +19,6 @@
 #ifndef FG_ENGINE_INT_H
 #define FG_ENGINE_INT_H
 
-#include <curl/curl.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -36,6 +36,8 @@
 typedef struct fg_conn fg_conn_t;
 typedef struct fg_req fg_req_t;
 typedef struct fg_upx fg_upx_t;
+typedef struct fg_upconn fg_upconn_t;
+typedef struct fg_upside fg_upside_t;
 
 /* ------------------------------------------------------------------ */
 /* timer queues                                                         */
@@ -99,15 +101,14 @@ static inline void fg_tq_put(fg_tq_t *q, fg_tq_item_t *it, uint64_t at)
 /* ------------------------------------------------------------------ */
 /* the engine                                                           */
 
-enum { TAG_MHD = 1, TAG_INBOX, TAG_CURL, TAG_LINGER };
+enum { TAG_MHD = 1, TAG_INBOX, TAG_UPSTREAM, TAG_LINGER };
 
 struct fg_engine {
     fg_gateway_t *gw;
     unsigned id;
     int ep, evfd, lfd, mhd_ep;
     struct MHD_Daemon *d;
-    CURLM *multi;
-    int64_t curl_deadline; /* monotonic ms, -1 none */
+    struct fg_upside *ups; /* upstream.c: origins and pooled connections */
     pthread_t th;
     bool started;
     pthread_mutex_t inbox_mu;
@@ -131,9 +132,6 @@ struct fg_engine {
     fg_tq_t q_grace;   /* transfers after a 504: answer due (upstream_grace) */
     fg_tq_t q_linger;  /* lingering sockets */
     size_t nlinger;
-    /* libcurl easy handles kept for reuse */
-    CURL *easy_cache[64];
-    size_t n_easy;
 };
 
 /* Current monotonic ms (storage/store.h's clock). */
@@ -286,7 +284,7 @@ void fg_req_shutdown(fg_req_t *r);
 
 typedef enum upx_state {
     UX_SENDING = 1, /* request head and body going out */
-    UX_SENT,        /* the whole request was handed to libcurl */
+    UX_SENT,        /* the whole request was written to the upstream */
     UX_HEAD,        /* the answer's head arrived */
     UX_DONE,        /* complete */
     UX_FAILED,      /* broke (or timed out) before an answer; fail_status says which */
@@ -304,24 +302,34 @@ struct fg_upx {
     fg_upx_t *prev, *next;
     fg_req_t *req; /* NULL once detached (quarantine) or when the request ended */
     upx_state_t st;
-    CURL *easy;
-    struct curl_slist *hdrs;
-    char *url;
+    struct origin *o;
+    fg_upconn_t *c;      /* the connection it runs on, NULL before launch or after */
     char *lane_key;      /* the lane this transfer holds, or NULL */
     bool lane_key_owned; /* lane_key is our copy (else the request's key_buf) */
-    bool active;         /* added to the multi handle */
-    bool small;          /* the whole body goes with the head (no streaming) */
-    bool read_paused, write_paused;
-    bool body_eof; /* the client's body is complete */
-    bool is_head;  /* HEAD request: no answer body */
+    bool is_head;        /* HEAD request: no answer body */
     int fail_status;
     char fail_detail[160];
-    fg_ring_t up, down;
+    /* the request: head, then the body (small and whole, or streamed) */
+    char *head;
+    size_t head_len, head_off;
+    char *small; /* a known-length body of at most FG_RING_CAP, sent whole */
+    size_t small_len, small_cap, small_off;
+    bool waiting_body; /* small: launched when the body is complete */
+    fg_ring_t up;      /* a streamed body */
+    bool chunked;      /* the streamed body goes out chunked */
+    char frame[32];    /* chunk framing being written */
+    size_t frame_len, frame_off, chunk_left;
+    bool chunks_sent, final_sent;
+    bool body_eof;  /* the client's body is complete */
+    bool body_room; /* body bytes left the ring: the request may go on */
+    /* the answer */
+    fg_ring_t down;
+    bool write_paused;  /* the client is behind: the upstream is not read */
     fg_tq_item_t timer; /* in q_up or q_grace */
     long status;
     int64_t resp_len;
     char *rh; /* answer fields as "name\0value\0" pairs */
-    size_t rh_len, rh_cap;
+    size_t rh_len, rh_cap, field_at;
     bool rh_has_reqid;
     bool resp_eof, resp_err;
 };
@@ -346,9 +354,10 @@ void fg_upx_release(fg_upx_t *u);
 /* Timer expiries. */
 void fg_upx_timeout(fg_upx_t *u);
 void fg_upx_grace_over(fg_upx_t *u);
-/* libcurl plumbing for the loop. */
-int fg_upx_multi_init(fg_engine_t *e, long maxconnects);
-void fg_upx_check_done(fg_engine_t *e);
+/* The loop: set up, an epoll event on an upstream connection, tear down. */
+int fg_upx_init(fg_engine_t *e);
+void fg_upx_event(fg_upconn_t *c, uint32_t events);
+void fg_upx_reap(fg_engine_t *e); /* free connections closed in this round */
 void fg_upx_free_all(fg_engine_t *e);
 
 #endif

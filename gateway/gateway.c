@@ -4,7 +4,6 @@
  */
 #include "gateway/gateway.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -121,10 +120,6 @@ int fg_gateway_start(fg_config_t *cfg, fg_gateway_t **out, char *err, size_t err
     /* before any thread reads a socket through the recv hook */
     rc = fg_front_hook_init();
     if (rc) goto fail;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        rc = FG_ENOMEM;
-        goto fail;
-    }
     fg_store_opts_t so = {0};
     so.timeout_ms = cfg->state_timeout_ms;
     so.backoff_min_ms = 50;
@@ -213,5 +208,4 @@ void fg_gateway_free(fg_gateway_t *gw)
     fg_cfgref_put(gw->boot_ref);
     pthread_mutex_destroy(&gw->cfg_mu);
     free(gw);
-    curl_global_cleanup();
 }

@@ -40,8 +40,8 @@ void fg_cfgref_put(fg_cfgref_t *r);
 
 /* ---- engine.c ---- */
 /* Create an engine: its epoll loop, its own listening socket on `listen`
- * (SO_REUSEPORT, so each engine accepts its share), its MHD daemon and curl
- * multi. Returns 0 or FG_E* with a message in err. */
+ * (SO_REUSEPORT, so each engine accepts its share), its MHD daemon and its
+ * upstream connection pool. Returns 0 or FG_E* with a message in err. */
 int fg_engine_create(fg_gateway_t *gw, unsigned id, fg_engine_t **out, char *err, size_t err_len);
 int fg_engine_run(fg_engine_t *e); /* start the thread */
 /* Ask the engine to stop accepting and finish in-flight requests; at

@@ -7,7 +7,7 @@
  * how). This file defines recv() in the fencegate executable, which the
  * dynamic linker prefers to libc's for every library in the process, so each
  * socket read comes through fg_front_recv(): reads of client connections are
- * checked before MHD sees a byte, every other socket (libcurl, hiredis, libpq,
+ * checked before MHD sees a byte, every other socket (the upstream client, hiredis, libpq,
  * the admin listener) goes straight to the system call.
  *
  * It is linked into the fencegate binary only (not into the libraries the

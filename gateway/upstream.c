@@ -1,6 +1,14 @@
 /*
- * upstream.c -- the upstream side: one fg_upx_t per forwarded request, driven
- * by the engine's libcurl multi handle in socket mode.
+ * upstream.c -- the upstream side: an HTTP/1.1 client of the gateway's own,
+ * on the engine's epoll loop, with a keep-alive pool per upstream.
+ *
+ * Why not libcurl: a profile of the gateway under the bench load (callgrind,
+ * bench/README.md) put 41% of its instructions, about 85,000 per request,
+ * inside curl_multi_socket_action: easy-handle set-up and reset, the
+ * connection cache, its header parser. Forwarding needs far less: send one
+ * request head we build ourselves (and its body) on a pooled connection,
+ * and frame the answer. The answer is framed by libhttp-parser (Debian's
+ * libhttp-parser-dev), never by hand.
  *
  * The upstream request is rebuilt from what was checked, never copied from
  * the client's bytes: the method MHD parsed (a token, step 0), the canonical
@@ -8,29 +16,79 @@
  * method-override fields (step 2) and minus every field whose name has an
  * underscore (CGI and WSGI servers read X_Foo and X-Foo as one variable), the
  * canonical token, and a body framed by what was actually read: the client's
- * validated Content-Length, or chunked.
+ * validated Content-Length, or chunked. A small body of known length leaves
+ * with its head in one writev(2).
  *
  * A transfer that holds a resource's lane keeps it until the upstream's answer
  * is complete (step 8). It can outlive its request: after a 504, or when the
  * client leaves once the whole request went out, the upstream may still apply
  * the write, so the transfer stays open (its answer discarded) for up to
  * upstream_grace and keeps the lane until then: the quarantine.
+ *
+ * Idle pooled connections stay in epoll, so an upstream closing one is seen at
+ * once and the connection dropped, instead of failing the next request.
  */
 #include <errno.h>
+#include <http_parser.h>
 #include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "gateway/engine_int.h"
 #include "gateway/log.h"
 #include "policy/error.h"
 #include "policy/token.h"
 
-#define RESP_HDR_MAX (64 * 1024) /* upstream answer field bytes */
+#define RESP_HDR_MAX  (64 * 1024) /* upstream answer field bytes */
+#define READ_MAX      (16 * 1024) /* bytes per read(2) from an upstream */
+#define IDLE_MAX      1024        /* idle pooled connections per engine */
+#define CONNECT_MAXMS 10000
+
+typedef enum { UC_CONNECTING = 1, UC_BUSY, UC_IDLE } uc_state_t;
+
+/* One upstream origin (scheme http, host, port, path prefix), per engine. */
+typedef struct origin {
+    struct origin *next;
+    char *base; /* the upstream URL as configured: the lookup key */
+    char *prefix;
+    size_t prefix_len;
+    char hostport[300]; /* the Host field */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    fg_upconn_t *idle; /* LIFO */
+} origin_t;
+
+struct fg_upconn {
+    fg_engine_t *e;
+    origin_t *o;
+    fg_upconn_t *next;          /* in the origin's idle list */
+    fg_upconn_t *lprev, *lnext; /* the engine's list of every connection */
+    int fd;
+    uc_state_t st;
+    uint32_t ev; /* epoll interest now registered */
+    http_parser p;
+    fg_upx_t *u;
+    /* what the last parse said (handled after http_parser_execute returns) */
+    bool got_head, got_end, in_field;
+    bool reuse_ok; /* nothing but the answer came: the connection may be pooled */
+};
+
+struct fg_upside {
+    origin_t *origins;
+    fg_upconn_t *conns;
+    size_t nconns, nidle;
+    fg_upconn_t *dead; /* closed, freed after the round (an epoll batch may still name them) */
+};
 
 /* ------------------------------------------------------------------ */
 /* rings                                                                */
@@ -59,12 +117,198 @@ static size_t ring_read(fg_ring_t *r, char *dst, size_t n)
     return n;
 }
 
+static void ring_drop(fg_ring_t *r, size_t n)
+{
+    r->head = (r->head + n) % FG_RING_CAP;
+    r->len -= n;
+    if (r->len == 0) r->head = 0;
+}
+
+/* Up to two iovecs for the first `n` bytes of the ring. */
+static int ring_iov(const fg_ring_t *r, size_t n, struct iovec *iov)
+{
+    if (n > r->len) n = r->len;
+    if (!n) return 0;
+    size_t first = FG_RING_CAP - r->head < n ? FG_RING_CAP - r->head : n;
+    iov[0] = (struct iovec){r->p + r->head, first};
+    if (first == n) return 1;
+    iov[1] = (struct iovec){r->p, n - first};
+    return 2;
+}
+
 /* ------------------------------------------------------------------ */
-/* life                                                                 */
+/* connections                                                          */
+
+static void set_interest(fg_upconn_t *c, uint32_t ev)
+{
+    if (c->ev == ev) return;
+    struct epoll_event e = {.events = ev};
+    e.data.u64 = ((uint64_t)(uintptr_t)c << 8) | TAG_UPSTREAM;
+    epoll_ctl(c->e->ep, EPOLL_CTL_MOD, c->fd, &e);
+    c->ev = ev;
+}
+
+/* Read unless the client is behind; write interest only while blocked. */
+static void update_interest(fg_upconn_t *c, bool want_out)
+{
+    uint32_t ev = want_out ? EPOLLOUT : 0;
+    if (!c->u || !c->u->write_paused) ev |= EPOLLIN | EPOLLRDHUP;
+    set_interest(c, ev);
+}
+
+static void conn_close(fg_upconn_t *c)
+{
+    fg_upside_t *s = c->e->ups;
+    if (c->st == UC_IDLE) {
+        for (fg_upconn_t **pp = &c->o->idle; *pp; pp = &(*pp)->next)
+            if (*pp == c) {
+                *pp = c->next;
+                break;
+            }
+        s->nidle--;
+    }
+    if (c->u) c->u->c = NULL;
+    c->u = NULL;
+    epoll_ctl(c->e->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    if (c->lprev)
+        c->lprev->lnext = c->lnext;
+    else
+        s->conns = c->lnext;
+    if (c->lnext) c->lnext->lprev = c->lprev;
+    s->nconns--;
+    c->next = s->dead;
+    s->dead = c;
+}
+
+void fg_upx_reap(fg_engine_t *e)
+{
+    fg_upside_t *s = e->ups;
+    while (s && s->dead) {
+        fg_upconn_t *c = s->dead;
+        s->dead = c->next;
+        free(c);
+    }
+}
+
+/* The transfer is over with the connection in a clean state: pool it. */
+static void conn_park(fg_upconn_t *c)
+{
+    fg_upside_t *s = c->e->ups;
+    if (c->u) c->u->c = NULL;
+    c->u = NULL;
+    if (s->nidle >= IDLE_MAX) {
+        conn_close(c);
+        return;
+    }
+    c->st = UC_IDLE;
+    c->next = c->o->idle;
+    c->o->idle = c;
+    s->nidle++;
+    set_interest(c, EPOLLIN | EPOLLRDHUP);
+}
+
+static fg_upconn_t *conn_new(fg_engine_t *e, origin_t *o)
+{
+    int fd = socket(o->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return NULL;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fg_upconn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->e = e;
+    c->o = o;
+    c->fd = fd;
+    c->st = UC_CONNECTING;
+    if (connect(fd, (struct sockaddr *)&o->sa, o->salen) == 0)
+        c->st = UC_BUSY;
+    else if (errno != EINPROGRESS) {
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    c->ev = EPOLLIN | EPOLLOUT;
+    struct epoll_event ev = {.events = c->ev};
+    ev.data.u64 = ((uint64_t)(uintptr_t)c << 8) | TAG_UPSTREAM;
+    if (epoll_ctl(e->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    fg_upside_t *s = e->ups;
+    c->lnext = s->conns;
+    if (s->conns) s->conns->lprev = c;
+    s->conns = c;
+    s->nconns++;
+    return c;
+}
+
+/* An origin for upstream URL `base` (http://host[:port][/prefix]). */
+static origin_t *origin_for(fg_engine_t *e, const char *base)
+{
+    fg_upside_t *s = e->ups;
+    for (origin_t *o = s->origins; o; o = o->next)
+        if (strcmp(o->base, base) == 0) return o;
+    if (strncmp(base, "http://", 7) != 0) return NULL;
+    const char *a = base + 7;
+    size_t alen = strcspn(a, "/?#");
+    if (alen == 0 || alen >= sizeof((origin_t *)0)->hostport) return NULL;
+    char host[300], port[8] = "80";
+    memcpy(host, a, alen);
+    host[alen] = '\0';
+    char *h = host, *colon = NULL;
+    if (host[0] == '[') {
+        char *rb = strchr(host, ']');
+        if (!rb) return NULL;
+        *rb = '\0';
+        h = host + 1;
+        if (rb[1] == ':') colon = rb + 1;
+    } else {
+        colon = strrchr(host, ':');
+    }
+    if (colon) {
+        *colon = '\0';
+        snprintf(port, sizeof port, "%.7s", colon + 1);
+    }
+    /* Resolved once per engine and origin; an IP literal costs nothing. */
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    if (getaddrinfo(h, port, &hints, &ai) != 0 || !ai) return NULL;
+    origin_t *o = calloc(1, sizeof *o);
+    if (!o || !(o->base = strdup(base))) {
+        free(o);
+        freeaddrinfo(ai);
+        return NULL;
+    }
+    memcpy(&o->sa, ai->ai_addr, ai->ai_addrlen);
+    o->salen = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    memcpy(o->hostport, a, alen);
+    o->hostport[alen] = '\0';
+    const char *pfx = a + alen;
+    size_t pl = strcspn(pfx, "?#");
+    while (pl && pfx[pl - 1] == '/') pl--;
+    if (!(o->prefix = strndup(pfx, pl))) {
+        free(o->base);
+        free(o);
+        return NULL;
+    }
+    o->prefix_len = pl;
+    o->next = s->origins;
+    s->origins = o;
+    return o;
+}
+
+/* ------------------------------------------------------------------ */
+/* transfers                                                            */
 
 static const fg_config_t *cfg_of(const fg_upx_t *u)
 {
-    return u->e->gw->boot;
+    return u->req ? u->req->cfg->cfg : u->e->gw->boot;
 }
 
 /* Tell the request (if it still listens) that something happened. */
@@ -73,13 +317,19 @@ static void notify(fg_upx_t *u, req_event_t ev)
     if (u->req) fg_req_on(u->req, ev, NULL, NULL);
 }
 
+static bool output_pending(const fg_upx_t *u)
+{
+    return u->head_off < u->head_len || u->small_off < u->small_len || u->up.len ||
+           u->frame_off < u->frame_len;
+}
+
 /* Is the transfer waiting on the upstream (rather than on the client)? */
 static bool waits_on_upstream(const fg_upx_t *u)
 {
-    if (!u->active) return false;
+    if (!u->c) return false;
     switch (u->st) {
     case UX_SENDING:
-        return u->up.len > 0 && !u->read_paused;
+        return u->c->st == UC_CONNECTING || output_pending(u);
     case UX_SENT:
         return true;
     case UX_HEAD:
@@ -89,7 +339,7 @@ static bool waits_on_upstream(const fg_upx_t *u)
     }
 }
 
-/* Activity: restart the upstream_timeout clock if the upstream is the one we wait on. */
+/* Restart the upstream_timeout clock if the upstream is the one we wait on. */
 static void touch(fg_upx_t *u)
 {
     if (u->st == UX_QUARANTINE) return;
@@ -97,24 +347,6 @@ static void touch(fg_upx_t *u)
         fg_tq_put(&u->e->q_up, &u->timer, fg_now_mono_ms());
     else
         fg_tq_del(&u->timer);
-}
-
-static CURL *get_easy(fg_engine_t *e)
-{
-    if (e->n_easy) {
-        CURL *c = e->easy_cache[--e->n_easy];
-        curl_easy_reset(c);
-        return c;
-    }
-    return curl_easy_init();
-}
-
-static void put_easy(fg_engine_t *e, CURL *c)
-{
-    if (e->n_easy < sizeof e->easy_cache / sizeof *e->easy_cache)
-        e->easy_cache[e->n_easy++] = c;
-    else
-        curl_easy_cleanup(c);
 }
 
 static void release_lane(fg_upx_t *u)
@@ -126,27 +358,17 @@ static void release_lane(fg_upx_t *u)
     u->lane_key_owned = false;
 }
 
-/* Take the transfer off the network (the upstream connection is closed if
- * the transfer was not complete). */
-static void stop(fg_upx_t *u)
-{
-    if (u->active) {
-        curl_multi_remove_handle(u->e->multi, u->easy);
-        u->active = false;
-    }
-    fg_tq_del(&u->timer);
-    fg_tq_del(&u->timer);
-}
-
 static void upx_free(fg_upx_t *u)
 {
     fg_engine_t *e = u->e;
-    stop(u);
+    fg_tq_del(&u->timer);
+    if (u->c)
+        conn_close(u->c); /* a transfer that did not finish cleanly: the
+                             upstream sees the connection close */
     release_lane(u);
     if (u->req) u->req->up = NULL;
-    if (u->easy) put_easy(e, u->easy);
-    curl_slist_free_all(u->hdrs);
-    free(u->url);
+    free(u->head);
+    free(u->small);
     free(u->rh);
     free(u->up.p);
     free(u->down.p);
@@ -184,44 +406,60 @@ __attribute__((format(printf, 3, 4))) static void fail(fg_upx_t *u, int status, 
     va_end(ap);
 }
 
-/* ------------------------------------------------------------------ */
-/* libcurl callbacks                                                    */
-
-static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud)
+/* The connection broke (or the upstream misbehaved): end the transfer. */
+static void broken(fg_upx_t *u, const char *why)
 {
-    fg_upx_t *u = ud;
-    if (u->up.len == 0) {
-        if (u->body_eof) {
-            if (u->st == UX_SENDING) u->st = UX_SENT;
-            touch(u);
-            return 0;
+    fg_upconn_t *c = u->c;
+    if (c) conn_close(c);
+    fg_tq_del(&u->timer);
+    release_lane(u);
+    if (u->st == UX_HEAD) {
+        u->st = UX_DONE;
+        u->resp_err = true; /* the client's answer is cut off */
+    } else if (u->st == UX_QUARANTINE) {
+        if (!u->req) {
+            upx_free(u);
+            return;
         }
-        u->read_paused = true;
-        touch(u);
-        return CURL_READFUNC_PAUSE;
+    } else if (u->st != UX_FAILED && u->st != UX_DONE) {
+        fail(u, 502, "upstream: %s", why);
     }
-    size_t n = ring_read(&u->up, buf, size * nitems);
-    touch(u);
-    notify(u, EV_UP_DATA); /* room for more of the client's body */
-    return n;
+    if (!u->req) {
+        upx_free(u);
+        return;
+    }
+    notify(u, EV_UP_END);
 }
 
-static size_t write_cb(char *p, size_t size, size_t n, void *ud)
+/* The answer is complete. */
+static void finished(fg_upx_t *u)
 {
-    fg_upx_t *u = ud;
-    size_t total = size * n;
-    if (!u->req || u->st == UX_QUARANTINE) return total; /* nobody to deliver to: discard */
-    if (total > FG_RING_CAP) return 0;
-    if (FG_RING_CAP - u->down.len < total) {
-        u->write_paused = true;
-        touch(u);
-        return CURL_WRITEFUNC_PAUSE;
+    fg_upconn_t *c = u->c;
+    fg_tq_del(&u->timer);
+    release_lane(u); /* the next write of the resource may go */
+    bool clean = c->reuse_ok && !output_pending(u) && u->body_eof &&
+                 (!u->chunked || u->final_sent) && http_should_keep_alive(&c->p);
+    if (clean)
+        conn_park(c);
+    else
+        conn_close(c);
+    if (u->st == UX_QUARANTINE) {
+        json_t *f = json_pack("{s:s,s:i}", "upstream", u->o->base, "status", (int)u->status);
+        fg_log(FG_LOG_WARN, "upstream answered after its request timed out (504)", f);
+        if (!u->req) upx_free(u);
+        return;
     }
-    ring_write(&u->down, p, total);
-    touch(u);
-    notify(u, EV_UP_DATA);
-    return total;
+    u->st = UX_DONE;
+    u->resp_eof = true;
+    if (!u->req) {
+        upx_free(u);
+        return;
+    }
+    notify(u, EV_UP_END);
 }
+
+/* ------------------------------------------------------------------ */
+/* the answer: libhttp-parser callbacks                                 */
 
 static bool hop_by_hop(const char *name, size_t len)
 {
@@ -233,145 +471,309 @@ static bool hop_by_hop(const char *name, size_t len)
     return false;
 }
 
-static size_t header_cb(char *p, size_t size, size_t n, void *ud)
+static int rh_add(fg_upx_t *u, const char *p, size_t n, bool nul)
 {
-    fg_upx_t *u = ud;
-    size_t len = size * n;
-    touch(u);
-    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        const char *sp = memchr(p, ' ', len);
-        u->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-        u->rh_len = 0;
-        u->resp_len = -1;
-        u->rh_has_reqid = false;
-        return len;
-    }
-    size_t l = len;
-    while (l && (p[l - 1] == '\r' || p[l - 1] == '\n')) l--;
-    if (l == 0) {
-        if (u->status >= 200 && (u->st == UX_SENDING || u->st == UX_SENT)) {
-            u->st = UX_HEAD;
-            touch(u);
-            notify(u, EV_UP_HEAD);
-        }
-        return len;
-    }
-    const char *colon = memchr(p, ':', l);
-    if (!colon || u->status < 200) return len;
-    size_t nlen = (size_t)(colon - p);
-    const char *v = colon + 1;
-    while (v < p + l && (*v == ' ' || *v == '\t')) v++;
-    size_t vlen = (size_t)(p + l - v);
-    if (hop_by_hop(p, nlen)) return len;
-    if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
-        uint64_t cl;
-        if (fg_token_parse(v, vlen, &cl) == 0 && cl <= INT64_MAX) u->resp_len = (int64_t)cl;
-        return len;
-    }
-    if (nlen == 12 && strncasecmp(p, "x-request-id", 12) == 0) u->rh_has_reqid = true;
-    if (u->rh_len + nlen + vlen + 2 > RESP_HDR_MAX)
-        return 0; /* abort: an upstream sending endless fields is broken */
-    if (u->rh_cap < u->rh_len + nlen + vlen + 2) {
+    if (u->rh_len + n + 1 > RESP_HDR_MAX) return -1; /* an endless head: broken upstream */
+    if (u->rh_cap < u->rh_len + n + 1) {
         size_t nc = u->rh_cap ? u->rh_cap * 2 : 1024;
-        while (nc < u->rh_len + nlen + vlen + 2) nc *= 2;
+        while (nc < u->rh_len + n + 1) nc *= 2;
         char *np = realloc(u->rh, nc);
-        if (!np) return 0;
+        if (!np) return -1;
         u->rh = np;
         u->rh_cap = nc;
     }
-    memcpy(u->rh + u->rh_len, p, nlen);
-    u->rh[u->rh_len + nlen] = '\0';
-    u->rh_len += nlen + 1;
-    memcpy(u->rh + u->rh_len, v, vlen);
-    u->rh[u->rh_len + vlen] = '\0';
-    u->rh_len += vlen + 1;
-    return len;
+    memcpy(u->rh + u->rh_len, p, n);
+    u->rh_len += n;
+    if (nul) u->rh[u->rh_len++] = '\0';
+    return 0;
 }
 
-/* libcurl says the transfer is over. */
-static void finished(fg_upx_t *u, CURLcode res)
+static int on_message_begin(http_parser *p)
 {
-    curl_multi_remove_handle(u->e->multi, u->easy);
-    u->active = false;
-    fg_tq_del(&u->timer);
-    fg_tq_del(&u->timer);
-    release_lane(u); /* the answer is complete: the next write of the resource may go */
-    if (u->st == UX_QUARANTINE) {
-        json_t *f = json_pack("{s:s,s:i,s:s}", "url", u->url, "status", (int)u->status, "result",
-                              curl_easy_strerror(res));
-        fg_log(FG_LOG_WARN, "upstream answered after its request timed out (504)", f);
-        if (!u->req) upx_free(u);
-        return;
-    }
-    if (u->st == UX_HEAD) {
-        u->st = UX_DONE;
-        if (res == CURLE_OK)
-            u->resp_eof = true;
-        else
-            u->resp_err = true;
-    } else if (u->st != UX_FAILED) {
-        fail(u, res == CURLE_OPERATION_TIMEDOUT ? 504 : 502, "upstream: %s",
-             curl_easy_strerror(res));
-    }
-    if (!u->req) {
-        upx_free(u);
-        return;
-    }
-    notify(u, EV_UP_END);
+    fg_upconn_t *c = p->data;
+    if (c->u) c->u->rh_len = 0;
+    c->in_field = false;
+    return 0;
 }
 
-void fg_upx_check_done(fg_engine_t *e)
+static int on_header_field(http_parser *p, const char *at, size_t n)
 {
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(e->multi, &left))) {
-        if (m->msg != CURLMSG_DONE) continue;
-        fg_upx_t *u = NULL;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&u);
-        if (u) finished(u, m->data.result);
+    fg_upconn_t *c = p->data;
+    fg_upx_t *u = c->u;
+    if (!u) return 0;
+    if (!c->in_field) {
+        if (u->rh_len && rh_add(u, "", 0, true)) return -1; /* end the previous value */
+        u->field_at = u->rh_len;
+        c->in_field = true;
     }
+    return rh_add(u, at, n, false);
 }
 
-static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+static int on_header_value(http_parser *p, const char *at, size_t n)
 {
-    (void)easy;
-    fg_engine_t *e = userp;
-    if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(e->ep, EPOLL_CTL_DEL, s, NULL);
-        curl_multi_assign(e->multi, s, NULL);
+    fg_upconn_t *c = p->data;
+    fg_upx_t *u = c->u;
+    if (!u) return 0;
+    if (c->in_field) {
+        if (rh_add(u, "", 0, true)) return -1; /* end the name */
+        c->in_field = false;
+    }
+    return rh_add(u, at, n, false);
+}
+
+/* Drop what must not be passed on from the collected fields, and learn the
+ * answer's length and whether it names a request id. */
+static void filter_fields(fg_upx_t *u)
+{
+    size_t out = 0;
+    u->resp_len = -1;
+    u->rh_has_reqid = false;
+    for (size_t at = 0; at < u->rh_len;) {
+        const char *k = u->rh + at;
+        size_t kl = strlen(k);
+        const char *v = k + kl + 1;
+        size_t vl = strlen(v);
+        size_t next = at + kl + 1 + vl + 1;
+        bool keep = !hop_by_hop(k, kl);
+        if (kl == 14 && strncasecmp(k, "content-length", 14) == 0) {
+            uint64_t cl;
+            if (fg_token_parse(v, vl, &cl) == 0 && cl <= INT64_MAX) u->resp_len = (int64_t)cl;
+            keep = false; /* MHD writes the length of what it sends */
+        }
+        if (kl == 12 && strncasecmp(k, "x-request-id", 12) == 0) u->rh_has_reqid = true;
+        if (keep) {
+            memmove(u->rh + out, k, next - at);
+            out += next - at;
+        }
+        at = next;
+    }
+    u->rh_len = out;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    fg_upconn_t *c = p->data;
+    fg_upx_t *u = c->u;
+    if (!u) return 0;
+    if (u->rh_len && !c->in_field && rh_add(u, "", 0, true)) return -1; /* the last value */
+    c->in_field = false;
+    if (p->status_code < 200) { /* an interim answer: wait for the final one */
+        u->rh_len = 0;
         return 0;
     }
-    struct epoll_event ev = {0};
-    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
-    ev.data.u64 = ((uint64_t)(unsigned)s << 8) | TAG_CURL;
-    if (!socketp) {
-        if (epoll_ctl(e->ep, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
-            epoll_ctl(e->ep, EPOLL_CTL_MOD, s, &ev);
-        curl_multi_assign(e->multi, s, (void *)1);
-    } else if (epoll_ctl(e->ep, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
-        epoll_ctl(e->ep, EPOLL_CTL_ADD, s, &ev);
+    u->status = p->status_code;
+    filter_fields(u);
+    if (p->flags & F_CHUNKED) u->resp_len = -1;
+    c->got_head = true;
+    return u->is_head ? 1 : 0; /* an answer to HEAD has no body, whatever it says */
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    fg_upconn_t *c = p->data;
+    fg_upx_t *u = c->u;
+    if (!u || !u->req || u->st == UX_QUARANTINE) return 0; /* nobody to deliver to: discard */
+    if (!u->down.p && !(u->down.p = malloc(FG_RING_CAP))) return -1;
+    /* reads are sized to the ring's room (conn_read), so this always fits */
+    ring_write(&u->down, at, n);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    fg_upconn_t *c = p->data;
+    if (p->status_code >= 200) {
+        c->got_end = true;
+        http_parser_pause(p, 1); /* one answer per request: anything after it is not ours */
     }
     return 0;
 }
 
-static int timer_cb(CURLM *m, long timeout_ms, void *userp)
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ------------------------------------------------------------------ */
+/* the request: writing                                                 */
+
+/* Write what can be written now. Returns false when the transfer broke. */
+static bool conn_write(fg_upconn_t *c)
 {
-    (void)m;
-    fg_engine_t *e = userp;
-    e->curl_deadline = timeout_ms < 0 ? -1 : (int64_t)(fg_now_mono_ms() + (uint64_t)timeout_ms);
-    return 0;
+    fg_upx_t *u = c->u;
+    for (;;) {
+        struct iovec iov[6];
+        int n = 0;
+        if (u->head_off < u->head_len)
+            iov[n++] = (struct iovec){u->head + u->head_off, u->head_len - u->head_off};
+        if (u->small) {
+            if (u->small_off < u->small_len)
+                iov[n++] = (struct iovec){u->small + u->small_off, u->small_len - u->small_off};
+        } else if (u->chunked) {
+            if (u->frame_off == u->frame_len && u->chunk_left == 0) {
+                /* start the next chunk, or the last one */
+                const char *lead = u->chunks_sent ? "\r\n" : "";
+                if (u->up.len) {
+                    u->frame_len =
+                        (size_t)snprintf(u->frame, sizeof u->frame, "%s%zx\r\n", lead, u->up.len);
+                    u->frame_off = 0;
+                    u->chunk_left = u->up.len;
+                    u->chunks_sent = true;
+                } else if (u->body_eof && !u->final_sent) {
+                    u->frame_len = (size_t)snprintf(u->frame, sizeof u->frame, "%s0\r\n\r\n", lead);
+                    u->frame_off = 0;
+                    u->final_sent = true;
+                }
+            }
+            if (u->frame_off < u->frame_len)
+                iov[n++] = (struct iovec){u->frame + u->frame_off, u->frame_len - u->frame_off};
+            if (u->chunk_left) n += ring_iov(&u->up, u->chunk_left, iov + n);
+        } else if (u->up.len) {
+            n += ring_iov(&u->up, u->up.len, iov + n);
+        }
+        if (n == 0) break;
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) {
+                update_interest(c, true);
+                return true;
+            }
+            return false;
+        }
+        size_t left = (size_t)w, took_body = 0;
+        size_t k = u->head_len - u->head_off < left ? u->head_len - u->head_off : left;
+        u->head_off += k;
+        left -= k;
+        if (u->small) {
+            k = u->small_len - u->small_off < left ? u->small_len - u->small_off : left;
+            u->small_off += k;
+            left -= k;
+        } else if (u->chunked) {
+            k = u->frame_len - u->frame_off < left ? u->frame_len - u->frame_off : left;
+            u->frame_off += k;
+            left -= k;
+            k = u->chunk_left < left ? u->chunk_left : left;
+            u->chunk_left -= k;
+            took_body = k;
+            left -= k;
+        } else {
+            took_body = left;
+        }
+        if (took_body) {
+            ring_drop(&u->up, took_body);
+            if (u->req) u->body_room = true; /* the request may resume its upload */
+        }
+    }
+    update_interest(c, false);
+    bool done = u->body_eof && !output_pending(u) && (!u->chunked || u->final_sent);
+    if (done && u->st == UX_SENDING) u->st = UX_SENT;
+    return true;
 }
 
-int fg_upx_multi_init(fg_engine_t *e, long maxconnects)
+/* ------------------------------------------------------------------ */
+/* the answer: reading                                                  */
+
+static void conn_read(fg_upconn_t *c)
 {
-    e->multi = curl_multi_init();
-    if (!e->multi) return FG_ENOMEM;
-    curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
-    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
-    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, maxconnects);
-    return 0;
+    fg_upx_t *u = c->u;
+    if (!u) { /* an idle pooled connection: the upstream closed it, or spoke out of turn */
+        conn_close(c);
+        return;
+    }
+    size_t want = READ_MAX;
+    if (u->st == UX_HEAD && u->req) {
+        size_t room = FG_RING_CAP - u->down.len;
+        if (room == 0) { /* the client is slow: stop reading until it catches up */
+            u->write_paused = true;
+            update_interest(c, (c->ev & EPOLLOUT) != 0);
+            touch(u);
+            return;
+        }
+        if (want > room) want = room;
+    }
+    char buf[READ_MAX];
+    ssize_t n = read(c->fd, buf, want);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        broken(u, strerror(errno));
+        return;
+    }
+    bool had_head = u->st == UX_HEAD;
+    size_t got = http_parser_execute(&c->p, &parser_settings, buf, (size_t)n);
+    if (n == 0 && !c->got_end) /* the upstream closed: ends a read-until-close answer */
+        http_parser_execute(&c->p, &parser_settings, NULL, 0);
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->p);
+    if (c->got_head && (u->st == UX_SENDING || u->st == UX_SENT)) u->st = UX_HEAD;
+    if (c->got_end) {
+        /* bytes after the answer, or an answer ended by the close: never reuse */
+        if (got < (size_t)n || n == 0) c->reuse_ok = false;
+        finished(u);
+        return;
+    }
+    if (err != HPE_OK) {
+        broken(u, http_errno_description(err));
+        return;
+    }
+    if (n == 0) {
+        broken(u, "the upstream closed the connection before its answer was complete");
+        return;
+    }
+    touch(u);
+    if (!had_head && u->st == UX_HEAD) notify(u, EV_UP_HEAD);
+    if (u->down.len) notify(u, EV_UP_DATA);
+}
+
+void fg_upx_event(fg_upconn_t *c, uint32_t events)
+{
+    if (c->fd < 0) return; /* closed earlier in this round */
+    if (c->st == UC_CONNECTING) {
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err || (events & (EPOLLERR | EPOLLHUP))) {
+            if (c->u)
+                broken(c->u, err ? strerror(err) : "cannot connect");
+            else
+                conn_close(c);
+            return;
+        }
+        c->st = UC_BUSY;
+    }
+    if (!c->u) {
+        conn_read(c); /* idle: readable means closed (or garbage): drop it */
+        return;
+    }
+    fg_upx_t *u = c->u;
+    if (events & EPOLLOUT) {
+        if (!conn_write(c)) {
+            broken(u, strerror(errno));
+            return;
+        }
+        touch(u);
+        if (u->body_room) {
+            u->body_room = false;
+            notify(u, EV_UP_DATA);
+        }
+        if (u->c != c) return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) conn_read(c);
+}
+
+/* Push what is queued for the upstream now (or when it becomes writable). */
+static void kick(fg_upx_t *u)
+{
+    fg_upconn_t *c = u->c;
+    if (!c || c->st == UC_CONNECTING) return;
+    if (!conn_write(c)) {
+        broken(u, strerror(errno));
+        return;
+    }
+    touch(u);
 }
 
 /* ------------------------------------------------------------------ */
@@ -379,11 +781,35 @@ int fg_upx_multi_init(fg_engine_t *e, long maxconnects)
 
 typedef struct hdr_ctx {
     const fg_req_t *r;
-    struct curl_slist *list;
+    char *buf;
+    size_t len, cap;
     const char *conn_tokens; /* value of Connection: names more hop-by-hop fields */
-    bool failed, has_accept, has_ctype, checked;
+    bool failed, checked;
     const char *xff;
 } hdr_ctx_t;
+
+static void put(hdr_ctx_t *h, const char *s, size_t n)
+{
+    if (h->failed) return;
+    if (h->len + n > h->cap) {
+        size_t nc = h->cap ? h->cap * 2 : 1024;
+        while (nc < h->len + n) nc *= 2;
+        char *nb = realloc(h->buf, nc);
+        if (!nb) {
+            h->failed = true;
+            return;
+        }
+        h->buf = nb;
+        h->cap = nc;
+    }
+    memcpy(h->buf + h->len, s, n);
+    h->len += n;
+}
+
+static void puts_(hdr_ctx_t *h, const char *s)
+{
+    put(h, s, strlen(s));
+}
 
 static bool named_in_connection(const char *conn, const char *name)
 {
@@ -417,7 +843,7 @@ static enum MHD_Result add_req_header(void *cls, enum MHD_ValueKind kind, const 
     size_t kl = strlen(k);
     if (hop_by_hop(k, kl) || named_in_connection(h->conn_tokens, k) || is_override_header(k) ||
         strchr(k, '_') || strcasecmp(k, "Expect") == 0 || strcasecmp(k, "Content-Length") == 0 ||
-        strcasecmp(k, "X-Request-Id") == 0)
+        strcasecmp(k, "X-Request-Id") == 0 || strcasecmp(k, "Host") == 0)
         return MHD_YES;
     if (strcasecmp(k, "X-Forwarded-For") == 0) {
         if (!h->xff) h->xff = v;
@@ -426,86 +852,93 @@ static enum MHD_Result add_req_header(void *cls, enum MHD_ValueKind kind, const 
     if (h->checked &&
         (strcasecmp(k, r->d.policy->token_header) == 0 || strcasecmp(k, "Fencing-Token") == 0))
         return MHD_YES; /* replaced by the canonical token below */
-    if (strcasecmp(k, "Accept") == 0) h->has_accept = true;
-    if (strcasecmp(k, "Content-Type") == 0) h->has_ctype = true;
-    size_t vl = strlen(v);
-    char *line = malloc(kl + vl + 3);
-    if (!line) {
-        h->failed = true;
-        return MHD_NO;
-    }
-    memcpy(line, k, kl);
-    line[kl] = ':';
-    line[kl + 1] = ' ';
-    memcpy(line + kl + 2, v, vl + 1);
-    if (vl == 0) line[kl] = ';', line[kl + 1] = '\0'; /* curl: "Name;" sends an empty field */
-    struct curl_slist *nl = curl_slist_append(h->list, line);
-    free(line);
-    if (!nl) {
-        h->failed = true;
-        return MHD_NO;
-    }
-    h->list = nl;
+    put(h, k, kl);
+    put(h, ": ", 2);
+    puts_(h, v);
+    put(h, "\r\n", 2);
     return MHD_YES;
 }
 
-static bool slist_add(struct curl_slist **l, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static bool slist_add(struct curl_slist **l, const char *fmt, ...)
-{
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof buf) return false;
-    struct curl_slist *nl = curl_slist_append(*l, buf);
-    if (!nl) return false;
-    *l = nl;
-    return true;
-}
-
-static int build_headers(fg_upx_t *u, const fg_req_t *r)
+/* The request head, from what was checked. */
+static int build_head(fg_upx_t *u, const fg_req_t *r, int64_t body_len)
 {
     hdr_ctx_t h = {.r = r};
     h.checked = r->d.has_token && r->d.policy && r->d.action == FG_ACT_CHECK;
+    puts_(&h, r->method);
+    put(&h, " ", 1);
+    put(&h, u->o->prefix, u->o->prefix_len);
+    put(&h, r->d.path, r->d.path_len);
+    if (r->d.query) {
+        put(&h, "?", 1);
+        put(&h, r->d.query, r->d.query_len);
+    }
+    puts_(&h, " HTTP/1.1\r\nHost: ");
+    puts_(&h, u->o->hostport);
+    put(&h, "\r\n", 2);
     h.conn_tokens = MHD_lookup_connection_value(r->mc, MHD_HEADER_KIND, "Connection");
     MHD_get_connection_values(r->mc, MHD_HEADER_KIND, add_req_header, &h);
-    bool ok = !h.failed;
-    if (ok && u->small && !h.has_ctype)
-        ok = slist_add(&h.list, "Content-Type:"); /* curl would add a form type for POSTFIELDS */
-    if (ok && !h.has_accept) ok = slist_add(&h.list, "Accept:"); /* curl would add Accept: */
-    ok = ok && slist_add(&h.list, "Expect:"); /* no 100-continue round trip upstream */
-    if (ok) {
-        size_t xl = h.xff ? strlen(h.xff) : 0;
-        if (xl > 900)
-            ok = false;
-        else if (h.xff)
-            ok = slist_add(&h.list, "X-Forwarded-For: %s, %s", h.xff, r->client);
-        else
-            ok = slist_add(&h.list, "X-Forwarded-For: %s", r->client);
+    if (h.xff && strlen(h.xff) > 900) h.failed = true;
+    puts_(&h, "X-Forwarded-For: ");
+    if (h.xff) {
+        puts_(&h, h.xff);
+        put(&h, ", ", 2);
     }
-    ok = ok && slist_add(&h.list, "X-Request-Id: %s", r->reqid);
-    if (ok && h.checked) {
+    puts_(&h, r->client);
+    puts_(&h, "\r\nX-Request-Id: ");
+    puts_(&h, r->reqid);
+    put(&h, "\r\n", 2);
+    if (h.checked) {
         char tok[FG_TOKEN_STRLEN];
-        fg_token_format(r->d.token, tok);
-        ok = slist_add(&h.list, "Fencing-Token: %s", tok);
-        if (ok && strcasecmp(r->d.policy->token_header, "Fencing-Token") != 0)
-            ok = slist_add(&h.list, "%s: %s", r->d.policy->token_header, tok);
+        size_t tl = fg_token_format(r->d.token, tok);
+        puts_(&h, "Fencing-Token: ");
+        put(&h, tok, tl);
+        put(&h, "\r\n", 2);
+        if (strcasecmp(r->d.policy->token_header, "Fencing-Token") != 0) {
+            puts_(&h, r->d.policy->token_header);
+            put(&h, ": ", 2);
+            put(&h, tok, tl);
+            put(&h, "\r\n", 2);
+        }
     }
-    if (!ok) {
-        curl_slist_free_all(h.list);
+    if (body_len >= 0) {
+        char cl[48];
+        int n = snprintf(cl, sizeof cl, "Content-Length: %" PRId64 "\r\n", body_len);
+        put(&h, cl, (size_t)n);
+    } else if (body_len == -1) {
+        puts_(&h, "Transfer-Encoding: chunked\r\n");
+    }
+    put(&h, "\r\n", 2);
+    if (h.failed) {
+        free(h.buf);
         return FG_ENOMEM;
     }
-    u->hdrs = h.list;
+    u->head = h.buf;
+    u->head_len = h.len;
     return 0;
 }
 
+/* Put the transfer on a connection (pooled, or a new one) and start sending. */
 static int launch(fg_upx_t *u)
 {
-    if (curl_multi_add_handle(u->e->multi, u->easy) != CURLM_OK) return FG_ENOMEM;
-    u->active = true;
-    touch(u);
+    fg_upconn_t *c = u->o->idle;
+    if (c) {
+        u->o->idle = c->next;
+        u->e->ups->nidle--;
+        c->st = UC_BUSY;
+    } else if (!(c = conn_new(u->e, u->o))) {
+        return FG_EIO;
+    }
+    c->u = u;
+    u->c = c;
+    http_parser_init(&c->p, HTTP_RESPONSE);
+    c->p.data = c;
+    c->got_head = c->got_end = c->in_field = false;
+    c->reuse_ok = true;
+    if (c->st == UC_CONNECTING) {
+        touch(u);
+        return 0;
+    }
+    kick(u);
     return 0;
 }
 
@@ -513,9 +946,14 @@ int fg_upx_start(fg_req_t *r, int64_t content_length)
 {
     fg_engine_t *e = r->e;
     const fg_config_t *cfg = r->cfg->cfg;
+    const char *base =
+        (r->d.policy && r->d.policy->upstream) ? r->d.policy->upstream : cfg->upstream;
+    origin_t *o = origin_for(e, base);
+    if (!o) return FG_EINVAL;
     fg_upx_t *u = calloc(1, sizeof *u);
     if (!u) return FG_ENOMEM;
     u->e = e;
+    u->o = o;
     u->req = r;
     u->st = UX_SENDING;
     u->resp_len = -1;
@@ -529,62 +967,23 @@ int fg_upx_start(fg_req_t *r, int64_t content_length)
         r->lane_held = false;
     }
     u->is_head = strcmp(r->method, "HEAD") == 0;
-    bool has_body = content_length != -2 && !u->is_head;
-    /* A small body of known length is read whole first, then sent in one
-     * piece with the head: fewer writes and no pause/unpause round. */
-    u->small = has_body && content_length >= 0 && content_length <= FG_RING_CAP;
-
-    const char *base =
-        (r->d.policy && r->d.policy->upstream) ? r->d.policy->upstream : cfg->upstream;
-    size_t bl = strlen(base);
-    while (bl && base[bl - 1] == '/') bl--;
-    size_t ul = bl + r->d.path_len + (r->d.query ? r->d.query_len + 1 : 0) + 1;
-    int rc = FG_ENOMEM;
-    if (!(u->url = malloc(ul))) goto fail;
-    memcpy(u->url, base, bl);
-    memcpy(u->url + bl, r->d.path, r->d.path_len);
-    size_t at = bl + r->d.path_len;
-    if (r->d.query) {
-        u->url[at++] = '?';
-        memcpy(u->url + at, r->d.query, r->d.query_len);
-        at += r->d.query_len;
+    if (u->is_head) content_length = -2; /* a HEAD body would confuse the answer's framing */
+    /* A small body of known length is read whole first, then sent with its
+     * head in one writev: fewer writes and no half-sent request. */
+    u->small_len = 0;
+    u->chunked = content_length == -1;
+    bool small = content_length >= 0 && content_length <= FG_RING_CAP;
+    int rc = build_head(u, r, content_length);
+    if (rc) goto fail;
+    if (small) {
+        u->small_cap = (size_t)content_length;
+        u->small = malloc(u->small_cap ? u->small_cap : 1);
+        if (!u->small) goto fail;
+        u->waiting_body = true;
+        return 0; /* launched when the body is complete */
     }
-    u->url[at] = '\0';
-    if (build_headers(u, r)) goto fail;
-    if (!(u->down.p = malloc(FG_RING_CAP))) goto fail;
-    if (has_body && !(u->up.p = malloc(FG_RING_CAP))) goto fail;
-    CURL *c = u->easy = get_easy(e);
-    if (!c) goto fail;
-    curl_easy_setopt(c, CURLOPT_URL, u->url);
-    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(c, CURLOPT_PRIVATE, (char *)u);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, u->hdrs);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, u);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, u);
-    curl_easy_setopt(c, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    uint64_t to = cfg->upstream_timeout_ms;
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(to < 10000 ? to : 10000));
-    if (u->is_head) {
-        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    } else if (u->small) {
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method); /* body set at launch */
-    } else if (has_body) {
-        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, read_cb);
-        curl_easy_setopt(c, CURLOPT_READDATA, u);
-        if (content_length >= 0)
-            curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)content_length);
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
-    } else if (strcmp(r->method, "GET") != 0) {
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
-    }
-    if (u->small) return 0; /* launched when the body is complete */
-    if (!has_body) u->st = UX_SENT;
+    if (content_length != -2 && !(u->up.p = malloc(FG_RING_CAP))) goto fail;
+    if (content_length == -2) u->body_eof = true;
     rc = launch(u);
     if (rc == 0) return 0;
 fail:
@@ -593,39 +992,45 @@ fail:
         r->lane_held = true;
     }
     upx_free(u);
-    return rc;
+    return rc ? rc : FG_ENOMEM;
 }
 
 size_t fg_upx_body(fg_upx_t *u, const char *data, size_t len)
 {
-    size_t n = ring_write(&u->up, data, len);
-    if (u->read_paused && u->up.len && u->active) {
-        u->read_paused = false;
-        curl_easy_pause(u->easy, CURLPAUSE_CONT);
+    if (u->small) {
+        size_t room = u->small_cap - u->small_len;
+        size_t n = len < room ? len : room; /* never more than the framing said */
+        memcpy(u->small + u->small_len, data, n);
+        u->small_len += n;
+        return n;
     }
-    touch(u);
-    return n;
+    /* Take all that fits; writing to the upstream may make more room. Stop
+     * only with the ring full and the socket blocked: then EPOLLOUT comes,
+     * and with it the request's resume (fg_upx_event). */
+    size_t taken = 0;
+    while (taken < len) {
+        size_t n = ring_write(&u->up, data + taken, len - taken);
+        taken += n;
+        size_t before = u->up.len;
+        kick(u);
+        if (!u->c || u->up.len == before) break;
+    }
+    u->body_room = false;
+    return taken;
 }
 
 void fg_upx_body_end(fg_upx_t *u)
 {
     u->body_eof = true;
-    if (u->small && !u->active && u->st == UX_SENDING) {
-        /* the ring was filled from empty, so the body is contiguous */
-        curl_easy_setopt(u->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)u->up.len);
-        curl_easy_setopt(u->easy, CURLOPT_POSTFIELDS, u->up.p);
-        u->st = UX_SENT;
+    if (u->waiting_body) {
+        u->waiting_body = false;
         if (launch(u) != 0) {
             release_lane(u);
-            fail(u, 502, "cannot start the upstream request");
+            fail(u, 502, "cannot connect to the upstream");
         }
         return;
     }
-    if (u->read_paused && u->active) {
-        u->read_paused = false;
-        curl_easy_pause(u->easy, CURLPAUSE_CONT);
-    }
-    touch(u);
+    kick(u);
 }
 
 size_t fg_upx_read(fg_upx_t *u, char *buf, size_t max, bool *eof, bool *err)
@@ -633,18 +1038,17 @@ size_t fg_upx_read(fg_upx_t *u, char *buf, size_t max, bool *eof, bool *err)
     *eof = *err = false;
     if (u->down.len) {
         size_t n = ring_read(&u->down, buf, max);
-        if (u->write_paused && u->active) {
+        if (u->write_paused && u->c) { /* room again: read the upstream on */
             u->write_paused = false;
-            curl_easy_pause(u->easy, CURLPAUSE_CONT);
+            update_interest(u->c, (u->c->ev & EPOLLOUT) != 0);
             touch(u);
         }
         return n;
     }
-    if (u->resp_eof) {
+    if (u->resp_eof)
         *eof = true;
-    } else if (u->resp_err || u->st == UX_FAILED || (!u->active && u->st != UX_HEAD)) {
+    else if (u->resp_err || u->st == UX_FAILED || !u->c)
         *err = true;
-    }
     return 0;
 }
 
@@ -653,7 +1057,7 @@ void fg_upx_release(fg_upx_t *u)
     /* A fenced write that went out whole may still be applied: keep its
      * transfer (and lane) until the answer comes or its time is up. */
     bool sent = u->st == UX_SENT || u->st == UX_HEAD || u->st == UX_QUARANTINE;
-    if (u->active && u->lane_key && sent && detach(u) == 0) return;
+    if (u->c && u->lane_key && sent && detach(u) == 0) return;
     if (u->req) u->req->up = NULL;
     u->req = NULL;
     upx_free(u);
@@ -662,8 +1066,7 @@ void fg_upx_release(fg_upx_t *u)
 void fg_upx_timeout(fg_upx_t *u)
 {
     const fg_config_t *cfg = cfg_of(u);
-    uint64_t ut = u->req ? u->req->cfg->cfg->upstream_timeout_ms : cfg->upstream_timeout_ms;
-    uint64_t grace = u->req ? u->req->cfg->cfg->upstream_grace_ms : cfg->upstream_grace_ms;
+    uint64_t ut = cfg->upstream_timeout_ms, grace = cfg->upstream_grace_ms;
     fg_tq_del(&u->timer);
     if (u->st == UX_SENT && u->lane_key) {
         /* SPEC step 8: the write may still be applied; keep waiting, discard
@@ -676,12 +1079,11 @@ void fg_upx_timeout(fg_upx_t *u)
                  "within the next %" PRIu64 " ms",
                  ut, grace);
         fg_tq_put(&u->e->q_grace, &u->timer, fg_now_mono_ms());
-        if (!u->req) return;
         notify(u, EV_UP_END);
         return;
     }
     bool had_head = u->st == UX_HEAD;
-    stop(u);
+    if (u->c) conn_close(u->c);
     release_lane(u);
     if (had_head) {
         u->st = UX_DONE;
@@ -701,7 +1103,7 @@ void fg_upx_timeout(fg_upx_t *u)
 
 void fg_upx_grace_over(fg_upx_t *u)
 {
-    json_t *f = json_pack("{s:s}", "url", u->url);
+    json_t *f = json_pack("{s:s}", "upstream", u->o->base);
     fg_log(FG_LOG_WARN,
            "no answer from the upstream within upstream_grace after a 504; closing its "
            "connection and releasing the resource",
@@ -709,6 +1111,12 @@ void fg_upx_grace_over(fg_upx_t *u)
     if (u->req) u->req->up = NULL;
     u->req = NULL;
     upx_free(u);
+}
+
+int fg_upx_init(fg_engine_t *e)
+{
+    e->ups = calloc(1, sizeof *e->ups);
+    return e->ups ? 0 : FG_ENOMEM;
 }
 
 void fg_upx_free_all(fg_engine_t *e)
@@ -719,5 +1127,17 @@ void fg_upx_free_all(fg_engine_t *e)
         u->req = NULL;
         upx_free(u);
     }
-    while (e->n_easy) curl_easy_cleanup(e->easy_cache[--e->n_easy]);
+    fg_upside_t *s = e->ups;
+    if (!s) return;
+    while (s->conns) conn_close(s->conns);
+    fg_upx_reap(e);
+    while (s->origins) {
+        origin_t *o = s->origins;
+        s->origins = o->next;
+        free(o->base);
+        free(o->prefix);
+        free(o);
+    }
+    free(s);
+    e->ups = NULL;
 }

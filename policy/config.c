@@ -206,40 +206,40 @@ static bool one_word(const char *v)
     return true;
 }
 
-/* http(s)://host[:port][/prefix], host non-empty, port 1..65535 when given. */
-static bool valid_url(const char *v)
+/* http://host[:port][/prefix], host non-empty, port 1..65535 when given. The
+ * gateway's upstream client speaks plain HTTP/1.1 (TLS to the store is a local
+ * sidecar's job: the store sits next to the gateway) and sends no credentials
+ * of its own, so https:// and user@ are refused with a reason. */
+static const char *url_problem(const char *v)
 {
     const char *a;
-    if (strncmp(v, "http://", 7) == 0)
-        a = v + 7;
-    else if (strncmp(v, "https://", 8) == 0)
-        a = v + 8;
-    else
-        return false;
-    if (!one_word(v)) return false;
+    if (strncmp(v, "https://", 8) == 0)
+        return "https upstreams are not supported (the upstream client speaks plain HTTP; "
+               "terminate TLS in a local proxy)";
+    if (strncmp(v, "http://", 7) != 0) return "not an http:// URL";
+    a = v + 7;
+    if (!one_word(v)) return "not an http:// URL";
     size_t alen = strcspn(a, "/?#");
-    const char *at = memchr(a, '@', alen); /* userinfo is not the host */
-    if (at) {
-        alen -= (size_t)(at + 1 - a);
-        a = at + 1;
-    }
+    if (memchr(a, '@', alen)) return "credentials in the upstream URL are not supported";
     const char *hend = a + alen;
     if (a[0] == '[') {
         const char *rb = memchr(a, ']', alen);
-        if (!rb || rb == a + 1) return false;
+        if (!rb || rb == a + 1) return "not an http:// URL";
         hend = rb + 1;
-        if (hend < a + alen && *hend != ':') return false;
+        if (hend < a + alen && *hend != ':') return "not an http:// URL";
     } else {
         const char *colon = memchr(a, ':', alen);
         if (colon) hend = colon;
     }
-    if (hend == a) return false;
+    if (hend == a) return "not an http:// URL";
     if (hend < a + alen) { /* ":port" */
         uint64_t port;
         size_t plen = (size_t)(a + alen - hend - 1);
-        if (fg_token_parse(hend + 1, plen, &port) != 0 || port == 0 || port > 65535) return false;
+        if (fg_token_parse(hend + 1, plen, &port) != 0 || port == 0 || port > 65535)
+            return "not an http:// URL";
     }
-    return true;
+    if (a[alen] == '?' || a[alen] == '#') return "an upstream URL has no query or fragment";
+    return NULL;
 }
 
 static bool valid_state(const char *v)
@@ -374,8 +374,9 @@ static void gateway_key(ctx_t *c, const char *k, const char *v)
         }
         rc = set_str(k[0] == 'l' ? &g->listen : &g->admin_listen, v);
     } else if (strcmp(k, "upstream") == 0) {
-        if (!valid_url(v)) {
-            fail(c, "upstream: '%s' is not an http:// or https:// URL", v);
+        const char *why = url_problem(v);
+        if (why) {
+            fail(c, "upstream: '%s': %s", v, why);
             return;
         }
         rc = set_str(&g->upstream, v);
@@ -514,8 +515,9 @@ static void policy_key(ctx_t *c, const char *k, const char *v)
         else
             fail(c, "mode must be enforce, report-only or off, not '%s'", v);
     } else if (strcmp(k, "upstream") == 0) {
-        if (!valid_url(v)) {
-            fail(c, "upstream: '%s' is not an http:// or https:// URL", v);
+        const char *why = url_problem(v);
+        if (why) {
+            fail(c, "upstream: '%s': %s", v, why);
             return;
         }
         if (set_str(&p->upstream, v)) fail(c, "out of memory");

@@ -112,7 +112,7 @@ Test(config, the_spec_example_loads)
 
 Test(config, values)
 {
-    fg_config_t *c = load_ok("[gateway]\nupstream = https://store:443/prefix\n"
+    fg_config_t *c = load_ok("[gateway]\nupstream = http://store:443/prefix\n"
                              "state = redis://127.0.0.1:6379/2\nunmatched_writes = forward\n"
                              "upstream_timeout = 250ms\nfence_wait = 2m\nmax_connections = 7\n"
                              "[policy a]\nmatch = /a/{x}\nkey = a:{x}\ncompare = >\n"
@@ -285,17 +285,21 @@ Test(config, more_errors_at_their_line)
              "t.conf:10: duplicate policy 'a' (first defined at line 3)");
     load_err("", "t.conf: [gateway] upstream is required");
     static const char *const bad_urls[] = {
-        "http://",        "https://",   "http://a b", "http://:80",    "http://h:0",
-        "http://h:65536", "http://h:x", "http://h:",  "HTTP://h",      "http://[::1",
-        "http://[]:1",    "//h:1",      "http:/h",    "http://h:1\x01"};
+        "http://",        "https://",   "http://a b", "http://:80",     "http://h:0",
+        "http://h:65536", "http://h:x", "http://h:",  "HTTP://h",       "http://[::1",
+        "http://[]:1",    "//h:1",      "http:/h",    "http://h:1\x01", "https://h:443/p/q",
+        "http://u@h:1/",  "http://h?x"};
     for (size_t i = 0; i < sizeof bad_urls / sizeof *bad_urls; i++) {
         char text[256];
         snprintf(text, sizeof text, "[gateway]\nupstream = %s\n", bad_urls[i]);
         load_err(text, "t.conf:2: upstream:");
     }
-    static const char *const good_urls[] = {"http://h",      "https://h:443/p/q",
-                                            "http://u@h:1/", "http://[::1]:80",
-                                            "http://h?x",    "http://h:65535"};
+    load_err("[gateway]\nupstream = https://h\n",
+             "t.conf:2: upstream: 'https://h': https upstreams are not supported");
+    load_err("[gateway]\nupstream = http://user:pw@h\n",
+             "t.conf:2: upstream: 'http://user:pw@h': credentials in the upstream URL");
+    static const char *const good_urls[] = {"http://h", "http://h:443/p/q", "http://h:1/",
+                                            "http://[::1]:80", "http://h:65535"};
     for (size_t i = 0; i < sizeof good_urls / sizeof *good_urls; i++) {
         char text[256];
         snprintf(text, sizeof text, "[gateway]\nupstream = %s\n", good_urls[i]);
