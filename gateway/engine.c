@@ -27,11 +27,14 @@
 #include "gateway/log.h"
 #include "policy/error.h"
 
-#define SWEEP_MS      100
-#define LINGER_MS     2000        /* a lingering close waits at most this long for the client */
-#define LINGER_MAX    1024        /* lingering sockets per engine; beyond, close at once */
-#define REFUSED_MS    100         /* MHD gets this long to close a refused connection itself */
-#define MHD_POOL_SIZE (32 * 1024) /* per connection: a 16 KiB head fits with its fields */
+#define SWEEP_MS   100
+#define LINGER_MS  2000 /* a lingering close waits at most this long for the client */
+#define LINGER_MAX 1024 /* lingering sockets per engine; beyond, close at once */
+#define REFUSED_MS 100  /* MHD gets this long to close a refused connection itself */
+/* Per connection. MHD zeroes about 1.5 times this per request, so it is sized
+ * for what it must hold: a 12 KiB head with its 100 field entries, then the
+ * answer's head (upstream fields are capped at 8 KiB, upstream.c). */
+#define MHD_POOL_SIZE (20 * 1024)
 
 /* ------------------------------------------------------------------ */
 /* the inbox                                                            */

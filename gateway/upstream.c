@@ -49,7 +49,7 @@
 #include "policy/error.h"
 #include "policy/token.h"
 
-#define RESP_HDR_MAX  (64 * 1024) /* upstream answer field bytes */
+#define RESP_HDR_MAX  (8 * 1024)  /* upstream answer field bytes (nginx's proxy_buffer_size) */
 #define READ_MAX      (16 * 1024) /* bytes per read(2) from an upstream */
 #define IDLE_MAX      1024        /* idle pooled connections per engine */
 #define CONNECT_MAXMS 10000

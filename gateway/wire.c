@@ -227,8 +227,8 @@ size_t fg_wire_feed(fg_wire_t *w, const char *p, size_t n)
         bool in_head = w->st >= S_EMPTY_LF && w->st <= S_END_LF;
         if (in_head && ++w->head_len > FG_WIRE_HEAD_MAX)
             return fail(w, i, 431,
-                        w->trailer ? "trailer section larger than 16 KiB"
-                                   : "request head larger than 16 KiB");
+                        w->trailer ? "trailer section larger than 12 KiB"
+                                   : "request head larger than 12 KiB");
         switch (w->st) {
         case S_IDLE:
             begin_message(w, i);

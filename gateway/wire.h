@@ -45,7 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FG_WIRE_HEAD_MAX   (16 * 1024) /* request line + fields + empty line */
+#define FG_WIRE_HEAD_MAX   (12 * 1024) /* request line + fields + empty line */
 #define FG_WIRE_FIELDS_MAX 100
 #define FG_WIRE_METHOD_MAX 32
 #define FG_WIRE_EMPTY_MAX  8 /* bytes of CRLF noise tolerated before a request line */

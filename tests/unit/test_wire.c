@@ -207,7 +207,7 @@ Test(wire, limits)
     fg_wire_init(&w);
     cr_assert_lt(fg_wire_feed(&w, buf, n), n);
     cr_assert_eq(w.status, 414);
-    /* a head over 16 KiB is 431 */
+    /* a head over 12 KiB is 431 */
     n = (size_t)snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: ");
     memset(buf + n, 'v', 17000);
     n += 17000;
