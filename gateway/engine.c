@@ -315,6 +315,11 @@ void fg_engine_free(fg_engine_t *e)
         fg_req_on(r, EV_GONE, NULL, NULL);
     }
     while (e->q_linger.head) linger_end(e, FG_CONTAINER(e->q_linger.head, lingerer_t, timer));
+    while (e->req_free) {
+        fg_req_t *r = e->req_free;
+        e->req_free = r->next;
+        free(r);
+    }
     if (e->lfd >= 0) close(e->lfd);
     if (e->evfd >= 0) close(e->evfd);
     if (e->ep >= 0) close(e->ep);

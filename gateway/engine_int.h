@@ -121,8 +121,12 @@ struct fg_engine {
     size_t nconns;
     fg_req_t *reqs;
     size_t nreqs;
+    fg_req_t *req_free; /* recycled requests (request.c) */
+    size_t n_req_free;
     fg_upx_t *upxs;
     size_t nupx;
+    fg_upx_t *upx_free; /* recycled transfers, their buffers kept (upstream.c) */
+    size_t n_upx_free;
     /* deadlines */
     fg_tq_t q_head;    /* connections: request head due (header_timeout) */
     fg_tq_t q_refused; /* connections answered at step 0, waiting for MHD to close */
@@ -240,6 +244,7 @@ struct fg_req {
     bool lane_held; /* holds the lane (handed to the transfer when forwarding starts) */
     bool suspended; /* we suspended the MHD connection */
     bool body_end;  /* the client's body is complete */
+    bool pooled;    /* goes back to the engine's free list */
     fg_lane_waiter_t lw;
     fg_tq_item_t timer; /* in q_lane or q_body */
     fg_job_t job;
@@ -311,9 +316,10 @@ struct fg_upx {
     char fail_detail[160];
     /* the request: head, then the body (small and whole, or streamed) */
     char *head;
-    size_t head_len, head_off;
+    size_t head_len, head_off, head_cap;
     char *small; /* a known-length body of at most FG_RING_CAP, sent whole */
-    size_t small_len, small_cap, small_off;
+    size_t small_len, small_cap, small_off, small_want;
+    bool small_mode;
     bool waiting_body; /* small: launched when the body is complete */
     fg_ring_t up;      /* a streamed body */
     bool chunked;      /* the streamed body goes out chunked */

@@ -31,6 +31,9 @@
 #include "policy/error.h"
 #include "policy/token.h"
 
+#define REQ_TARGET_INLINE 1024 /* targets up to this size use pooled requests */
+#define REQ_POOL_MAX      256  /* free requests kept per engine */
+
 /* ------------------------------------------------------------------ */
 /* small helpers                                                        */
 
@@ -117,6 +120,12 @@ static void req_free(fg_req_t *r)
     if (r->next) r->next->prev = r->prev;
     e->nreqs--;
     fg_metrics_gauge_add(FG_GAUGE_INFLIGHT, -1);
+    if (r->pooled && e->n_req_free < REQ_POOL_MAX) { /* keep it for the next request */
+        r->next = e->req_free;
+        e->req_free = r;
+        e->n_req_free++;
+        return;
+    }
     free(r);
 }
 
@@ -294,15 +303,12 @@ static enum MHD_Result queue_answer(fg_req_t *r)
     if (u->resp_len >= 0) size = (uint64_t)u->resp_len;
     if (u->status == 204 || u->status == 304) size = 0;
     struct MHD_Response *resp;
-    if (u->resp_eof && !u->is_head && size != 0) {
-        /* the whole answer is here: one buffer, sent with the head */
-        bool eof, err;
-        size_t n = u->down.len;
-        char *body = malloc(n ? n : 1);
-        if (!body) return MHD_NO;
-        fg_upx_read(u, body, n, &eof, &err);
-        resp = MHD_create_response_from_buffer(n, body, MHD_RESPMEM_MUST_FREE);
-        if (!resp) free(body);
+    if (u->resp_eof && !u->is_head && size != 0 && u->down.head + u->down.len <= FG_RING_CAP) {
+        /* The whole answer is here, in one piece of the ring: MHD sends it
+         * from there with the head. The transfer (and its ring) lives until
+         * MHD is done with the request (EV_GONE), so no copy is needed. */
+        resp = MHD_create_response_from_buffer(
+            u->down.len, u->down.p ? u->down.p + u->down.head : (char *)"", MHD_RESPMEM_PERSISTENT);
     } else {
         resp = MHD_create_response_from_callback(size, 32 * 1024, content_reader, r, NULL);
     }
@@ -775,10 +781,22 @@ void fg_req_shutdown(fg_req_t *r)
 
 fg_req_t *fg_req_new(fg_engine_t *e, fg_conn_t *c, const char *uri)
 {
+    /* Requests whose target fits REQ_TARGET_INLINE come from the engine's free
+     * list: no allocation per request in steady state. */
     size_t n = strlen(uri);
-    fg_req_t *r = malloc(sizeof *r + 2 * (n + 1) + FG_KEY_MAX);
-    if (!r) return NULL;
+    bool pooled = n <= REQ_TARGET_INLINE;
+    fg_req_t *r;
+    if (pooled && e->req_free) {
+        r = e->req_free;
+        e->req_free = r->next;
+        e->n_req_free--;
+    } else {
+        size_t tn = pooled ? REQ_TARGET_INLINE : n;
+        r = malloc(sizeof *r + 2 * (tn + 1) + FG_KEY_MAX);
+        if (!r) return NULL;
+    }
     memset(r, 0, sizeof *r);
+    r->pooled = pooled;
     char *raw = r->tail;
     memcpy(raw, uri, n + 1);
     r->raw = raw;

@@ -53,6 +53,7 @@
 #define READ_MAX      (16 * 1024) /* bytes per read(2) from an upstream */
 #define IDLE_MAX      1024        /* idle pooled connections per engine */
 #define CONNECT_MAXMS 10000
+#define UPX_POOL_MAX  64 /* recycled transfers kept per engine, with their buffers */
 
 typedef enum { UC_CONNECTING = 1, UC_BUSY, UC_IDLE } uc_state_t;
 
@@ -358,6 +359,36 @@ static void release_lane(fg_upx_t *u)
     u->lane_key_owned = false;
 }
 
+static void upx_destroy(fg_upx_t *u)
+{
+    free(u->head);
+    free(u->small);
+    free(u->rh);
+    free(u->up.p);
+    free(u->down.p);
+    free(u);
+}
+
+/* A transfer, from the free list when there is one. */
+static fg_upx_t *upx_get(fg_engine_t *e)
+{
+    fg_upx_t *u = e->upx_free;
+    if (!u) return calloc(1, sizeof *u);
+    e->upx_free = u->next;
+    e->n_upx_free--;
+    fg_upx_t keep = *u; /* its buffers */
+    memset(u, 0, sizeof *u);
+    u->head = keep.head;
+    u->head_cap = keep.head_cap;
+    u->small = keep.small;
+    u->small_cap = keep.small_cap;
+    u->rh = keep.rh;
+    u->rh_cap = keep.rh_cap;
+    u->up.p = keep.up.p;
+    u->down.p = keep.down.p;
+    return u;
+}
+
 static void upx_free(fg_upx_t *u)
 {
     fg_engine_t *e = u->e;
@@ -367,18 +398,20 @@ static void upx_free(fg_upx_t *u)
                              upstream sees the connection close */
     release_lane(u);
     if (u->req) u->req->up = NULL;
-    free(u->head);
-    free(u->small);
-    free(u->rh);
-    free(u->up.p);
-    free(u->down.p);
     if (u->prev)
         u->prev->next = u->next;
     else
         e->upxs = u->next;
     if (u->next) u->next->prev = u->prev;
     e->nupx--;
-    free(u);
+    if (e->n_upx_free < UPX_POOL_MAX && !e->quiesced) {
+        /* keep it, buffers included: the next transfer allocates nothing */
+        u->next = e->upx_free;
+        e->upx_free = u;
+        e->n_upx_free++;
+        return;
+    }
+    upx_destroy(u);
 }
 
 /* The request lets go of the transfer: the lane key must survive it. */
@@ -610,7 +643,7 @@ static bool conn_write(fg_upconn_t *c)
         int n = 0;
         if (u->head_off < u->head_len)
             iov[n++] = (struct iovec){u->head + u->head_off, u->head_len - u->head_off};
-        if (u->small) {
+        if (u->small_mode) {
             if (u->small_off < u->small_len)
                 iov[n++] = (struct iovec){u->small + u->small_off, u->small_len - u->small_off};
         } else if (u->chunked) {
@@ -649,7 +682,7 @@ static bool conn_write(fg_upconn_t *c)
         size_t k = u->head_len - u->head_off < left ? u->head_len - u->head_off : left;
         u->head_off += k;
         left -= k;
-        if (u->small) {
+        if (u->small_mode) {
             k = u->small_len - u->small_off < left ? u->small_len - u->small_off : left;
             u->small_off += k;
             left -= k;
@@ -862,7 +895,7 @@ static enum MHD_Result add_req_header(void *cls, enum MHD_ValueKind kind, const 
 /* The request head, from what was checked. */
 static int build_head(fg_upx_t *u, const fg_req_t *r, int64_t body_len)
 {
-    hdr_ctx_t h = {.r = r};
+    hdr_ctx_t h = {.r = r, .buf = u->head, .cap = u->head_cap};
     h.checked = r->d.has_token && r->d.policy && r->d.action == FG_ACT_CHECK;
     puts_(&h, r->method);
     put(&h, " ", 1);
@@ -908,11 +941,9 @@ static int build_head(fg_upx_t *u, const fg_req_t *r, int64_t body_len)
         puts_(&h, "Transfer-Encoding: chunked\r\n");
     }
     put(&h, "\r\n", 2);
-    if (h.failed) {
-        free(h.buf);
-        return FG_ENOMEM;
-    }
-    u->head = h.buf;
+    u->head = h.buf; /* grown or not, it is the transfer's (freed with it) */
+    u->head_cap = h.cap;
+    if (h.failed) return FG_ENOMEM;
     u->head_len = h.len;
     return 0;
 }
@@ -950,7 +981,7 @@ int fg_upx_start(fg_req_t *r, int64_t content_length)
         (r->d.policy && r->d.policy->upstream) ? r->d.policy->upstream : cfg->upstream;
     origin_t *o = origin_for(e, base);
     if (!o) return FG_EINVAL;
-    fg_upx_t *u = calloc(1, sizeof *u);
+    fg_upx_t *u = upx_get(e);
     if (!u) return FG_ENOMEM;
     u->e = e;
     u->o = o;
@@ -976,13 +1007,20 @@ int fg_upx_start(fg_req_t *r, int64_t content_length)
     int rc = build_head(u, r, content_length);
     if (rc) goto fail;
     if (small) {
-        u->small_cap = (size_t)content_length;
-        u->small = malloc(u->small_cap ? u->small_cap : 1);
-        if (!u->small) goto fail;
+        size_t need = (size_t)content_length;
+        if (need > u->small_cap || !u->small) {
+            char *nb = realloc(u->small, need ? need : 1);
+            if (!nb) goto fail;
+            u->small = nb;
+            u->small_cap = need;
+        }
+        u->small_len = 0;
+        u->small_want = need;
+        u->small_mode = true;
         u->waiting_body = true;
         return 0; /* launched when the body is complete */
     }
-    if (content_length != -2 && !(u->up.p = malloc(FG_RING_CAP))) goto fail;
+    if (content_length != -2 && !u->up.p && !(u->up.p = malloc(FG_RING_CAP))) goto fail;
     if (content_length == -2) u->body_eof = true;
     rc = launch(u);
     if (rc == 0) return 0;
@@ -997,8 +1035,8 @@ fail:
 
 size_t fg_upx_body(fg_upx_t *u, const char *data, size_t len)
 {
-    if (u->small) {
-        size_t room = u->small_cap - u->small_len;
+    if (u->small_mode) {
+        size_t room = u->small_want - u->small_len;
         size_t n = len < room ? len : room; /* never more than the framing said */
         memcpy(u->small + u->small_len, data, n);
         u->small_len += n;
@@ -1127,6 +1165,12 @@ void fg_upx_free_all(fg_engine_t *e)
         u->req = NULL;
         upx_free(u);
     }
+    while (e->upx_free) {
+        fg_upx_t *u = e->upx_free;
+        e->upx_free = u->next;
+        upx_destroy(u);
+    }
+    e->n_upx_free = 0;
     fg_upside_t *s = e->ups;
     if (!s) return;
     while (s->conns) conn_close(s->conns);
