@@ -6,8 +6,9 @@
  *  - a refusal returns no config and an error of the form "NAME:LINE: ..."
  *    with LINE a line of the text, or "NAME: ..." for a whole-file problem;
  *  - an accepted config is complete: every default filled in, every duration
- *    in its range, every policy with its pattern and key, and it can be
- *    matched against and freed.
+ *    in its range, every policy with its pattern and key, every line inih
+ *    reads as a section header one of its sections, and it can be matched
+ *    against and freed.
  */
 #include <stdbool.h>
 #include <stdlib.h>
@@ -45,8 +46,34 @@ static bool in_range(uint64_t v, uint64_t lo, uint64_t hi)
     return v >= lo && v <= hi;
 }
 
-static void check_config(const fg_config_t *c)
+/* Lines that inih reads as a section header, by its rule: the first byte
+ * after any C white space (after a byte order mark on line 1) is '['; and
+ * how many of them name [gateway]. In an accepted config no line is a
+ * continuation (a second value for a key is a duplicate), so each of them
+ * must be a section of the config: there is no header it may silently skip. */
+static void count_headers(const char *text, size_t *headers, size_t *gateway)
 {
+    *headers = *gateway = 0;
+    bool first = true;
+    for (const char *s = text; *s;) {
+        if (first && strncmp(s, "\xEF\xBB\xBF", 3) == 0) s += 3;
+        first = false;
+        while (*s == ' ' || *s == '\t' || *s == '\v' || *s == '\f' || *s == '\r') s++;
+        if (*s == '[') {
+            (*headers)++;
+            if (strncmp(s, "[gateway]", 9) == 0) (*gateway)++;
+        }
+        const char *nl = strchr(s, '\n');
+        if (!nl) break;
+        s = nl + 1;
+    }
+}
+
+static void check_config(const fg_config_t *c, const char *text)
+{
+    size_t headers, gateway;
+    count_headers(text, &headers, &gateway);
+    CHECK(headers - gateway == c->n_policies);
     CHECK(c->file && strcmp(c->file, NAME) == 0);
     CHECK(c->listen && c->listen[0] && c->upstream && c->state && c->admin_listen);
     CHECK(in_range(c->upstream_timeout_ms, FG_TIMEOUT_MIN_MS, FG_TIMEOUT_MAX_MS));
@@ -90,7 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_error(err, FG_CONFIG_ERR_LEN, text);
     } else {
         CHECK(cfg != NULL);
-        check_config(cfg);
+        check_config(cfg, text);
         fg_config_free(cfg);
     }
     free(err);
