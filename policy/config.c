@@ -182,8 +182,11 @@ static char *reader(char *str, int num, void *stream)
     }
     /* inih would skip a UTF-8 byte order mark; we look at the line first */
     if (c->line == 1 && strncmp(str, "\xEF\xBB\xBF", 3) == 0) memmove(str, str + 3, got - 2);
-    /* no continuation lines: leading whitespace is just indentation */
-    size_t lead = strspn(str, " \t");
+    /* no continuation lines: leading whitespace is just indentation. It is
+     * every byte inih's lskip() skips (isspace: \v \f \r too), or a header
+     * such as "\f[policy b]" would be a section to inih but not to us, and
+     * its keys would land in the policy above it */
+    size_t lead = strspn(str, " \t\v\f\r");
     if (lead) memmove(str, str + lead, strlen(str + lead) + 1);
     if (str[0] == '[') on_section(c, str);
     return str;

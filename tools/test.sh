@@ -13,7 +13,7 @@ START=$(date +%s)
 PKGS=(cmake gcc make pkg-config curl jq ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
       libhiredis-dev libpq-dev libsqlite3-dev libinih-dev libjansson-dev libcriterion-dev
       libhttp-parser-dev redis-server redis-tools postgresql etcd-server etcd-client zookeeper
-      libzookeeper-mt-dev)
+      libzookeeper-mt-dev clang-14 libclang-rt-14-dev)
 . tools/ensure-packages.sh
 ensure_packages "${PKGS[@]}"
 # the Debian package starts a system redis-server; the tests never use it
@@ -99,6 +99,11 @@ echo "== ctest (normal)"
 ctest --test-dir build-test --output-on-failure --no-tests=error
 echo "== ctest (ASan+UBSan)"
 ctest --test-dir build-asan --output-on-failure --no-tests=error
+
+# libFuzzer on the policy/ parsers, about 15 s per harness (tools/fuzz.sh)
+echo "== fuzz (tools/fuzz.sh --ci)"
+tools/fuzz.sh --ci
+
 echo "== quick start script"
 tools/quickstart.sh --once >"$WORK/quickstart.log" 2>&1 || { cat "$WORK/quickstart.log"; exit 1; }
 grep -q '"reason": "stale"' "$WORK/quickstart.log" || { cat "$WORK/quickstart.log"; exit 1; }

@@ -459,3 +459,28 @@ Test(config, first_policy_in_file_order_wins)
     cr_assert_null(fg_config_match(c, "/o/1/", 5, &caps), "exact: no trailing-slash forgiveness");
     fg_config_free(c);
 }
+
+Test(config, header_after_vertical_whitespace_is_a_header)
+{
+    /* found by fuzz_config: inih skips \v \f \r before '[' as it skips spaces, so
+     * "\f[policy b]" must open policy b here too, not leave its keys in policy a */
+    static const char *const ws[] = {"\f", "\v", "\r", " \f\t"};
+    for (size_t i = 0; i < sizeof ws / sizeof *ws; i++) {
+        char text[256];
+        snprintf(text, sizeof text,
+                 GW "[policy a]\n%s[policy b]\nmatch = /b\nkey = b\nmode = off\n", ws[i]);
+        load_err(text, "t.conf:3: [policy a] needs 'match'");
+        snprintf(text, sizeof text,
+                 GW "[policy a]\nmatch = /a\nkey = a\n%s[policy b]\nmatch = /b\n"
+                    "key = b\nmode = off\n",
+                 ws[i]);
+        fg_config_t *c = load_ok(text);
+        cr_assert_eq(c->n_policies, 2);
+        cr_assert_str_eq(c->policies[1].name, "b");
+        cr_assert_eq(c->policies[0].mode, FG_MODE_ENFORCE);
+        cr_assert_eq(c->policies[1].mode, FG_MODE_OFF);
+        fg_config_free(c);
+    }
+    /* the fuzzer's minimized input: "\v[]" was no section here, so it loaded */
+    load_err("[gateway]\n\v[]\nupstream=http://c", "t.conf:2: unknown section []");
+}
