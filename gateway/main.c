@@ -16,6 +16,7 @@
 #include "gateway/log.h"
 #include "policy/config.h"
 #include "policy/error.h"
+#include "policy/url.h"
 
 #define DRAIN_MS 30000
 
@@ -82,7 +83,9 @@ int main(int argc, char **argv)
     char listen[256], admin[256], state[512];
     snprintf(listen, sizeof listen, "%s", cfg->listen);
     snprintf(admin, sizeof admin, "%s", cfg->admin_listen ? cfg->admin_listen : "");
-    snprintf(state, sizeof state, "%s", cfg->state);
+    char *shown = fg_url_redact(cfg->state); /* never log a password */
+    snprintf(state, sizeof state, "%s", shown ? shown : "");
+    free(shown);
     fg_gateway_t *gw = NULL;
     char serr[512] = "";
     int rc = fg_gateway_start(cfg, &gw, serr, sizeof serr);

@@ -19,6 +19,7 @@
 
 #include "policy/error.h"
 #include "policy/token.h"
+#include "policy/url.h"
 
 #define MAX_POLICIES 1024
 
@@ -375,13 +376,20 @@ static void gateway_key(ctx_t *c, const char *k, const char *v)
         rc = set_str(k[0] == 'l' ? &g->listen : &g->admin_listen, v);
     } else if (strcmp(k, "upstream") == 0) {
         if (!valid_url(v)) {
-            fail(c, "upstream: '%s' is not an http:// or https:// URL", v);
+            {
+                char *shown = fg_url_redact(v);
+                fail(c, "upstream: '%s' is not an http:// or https:// URL", shown ? shown : "");
+                free(shown);
+            }
             return;
         }
         rc = set_str(&g->upstream, v);
     } else if (strcmp(k, "state") == 0) {
         if (!valid_state(v)) {
-            fail(c, "state: '%s' is not sqlite:PATH, redis://... or postgres://...", v);
+            char *shown = fg_url_redact(v);
+            fail(c, "state: '%s' is not sqlite:PATH, redis://... or postgres://...",
+                 shown ? shown : "");
+            free(shown);
             return;
         }
         rc = set_str(&g->state, v);
@@ -515,7 +523,11 @@ static void policy_key(ctx_t *c, const char *k, const char *v)
             fail(c, "mode must be enforce, report-only or off, not '%s'", v);
     } else if (strcmp(k, "upstream") == 0) {
         if (!valid_url(v)) {
-            fail(c, "upstream: '%s' is not an http:// or https:// URL", v);
+            {
+                char *shown = fg_url_redact(v);
+                fail(c, "upstream: '%s' is not an http:// or https:// URL", shown ? shown : "");
+                free(shown);
+            }
             return;
         }
         if (set_str(&p->upstream, v)) fail(c, "out of memory");
