@@ -158,13 +158,43 @@ static void *readyz_loop(void *arg)
     return NULL;
 }
 
-Test(hang, healthz_answers_while_store_hangs, .timeout = 120)
+/* Start a gateway whose store is reached through a proxy (redis or postgres). */
+static fgt_proxy_t *start_via_proxy(bool redis, const char *extra)
 {
-    env_start(&E, STORE_REDIS, 0, "state_timeout = 2s\n", NULL);
+    memset(&E, 0, sizeof E);
+    fgt_upstream_start(&E.up, 0);
+    int port;
+    if (redis) {
+        fgt_redis_start(&E.redis);
+        E.has_redis = true;
+        port = E.redis.port;
+    } else {
+        fgt_pg_start(&E.pg);
+        E.has_pg = true;
+        port = E.pg.port;
+    }
+    fgt_proxy_t *px = fgt_proxy_start(port);
+    char conf[2048];
+    snprintf(conf, sizeof conf,
+             "[gateway]\nlisten = {listen}\nadmin_listen = {admin}\nupstream = %s\n"
+             "state = %s://%s127.0.0.1:%d/%s\n%s\n%s",
+             E.up.url, redis ? "redis" : "postgres", redis ? "" : "postgres@", fgt_proxy_port(px),
+             redis ? "0" : "postgres", extra, BASE_POLICIES);
+    fgt_gateway_start(&E.gw, conf);
+    return px;
+}
+
+/* The store stops answering entirely (connects included): /readyz says 503
+ * within about state_timeout, and /healthz answers at once all along, even
+ * while /readyz calls are waiting on the store. */
+static void healthz_while_hung(bool redis)
+{
+    fgt_proxy_t *px = start_via_proxy(redis, "state_timeout = 2s\n");
     long st;
     json_decref(admin_get(&E, "/readyz", &st));
     cr_assert_eq(st, 200);
-    kill(E.redis.proc.pid, SIGSTOP); /* the store accepts nothing and answers nothing */
+    fgt_proxy_trickle(px, 3600 * 1000);         /* nothing more comes back from the store */
+    if (redis) kill(E.redis.proc.pid, SIGSTOP); /* and Redis itself stops */
     prober_t p = {.e = &E};
     pthread_t th[3];
     for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, readyz_loop, &p);
@@ -181,14 +211,114 @@ Test(hang, healthz_answers_while_store_hangs, .timeout = 120)
     }
     __atomic_store_n(&p.stop, 1, __ATOMIC_RELEASE);
     for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
-    fprintf(stderr, "healthz while the store hangs: worst %llu ms\n", (unsigned long long)worst);
+    fprintf(stderr, "%s hung: /healthz worst %llu ms over 20 calls beside 3 /readyz loops\n",
+            redis ? "redis" : "postgres", (unsigned long long)worst);
     cr_assert_lt(worst, 500, "/healthz never waits for the store");
     uint64_t t0 = fg_now_mono_ms();
-    json_t *j = admin_get(&E, "/readyz", &st);
-    json_decref(j);
+    json_decref(admin_get(&E, "/readyz", &st));
+    uint64_t took = fg_now_mono_ms() - t0;
     cr_assert_eq(st, 503);
-    cr_assert_lt(fg_now_mono_ms() - t0, 4500, "/readyz answers within about state_timeout");
-    kill(E.redis.proc.pid, SIGCONT);
+    cr_assert_lt(took, 4500, "/readyz answers within about state_timeout (+ the lock wait)");
+    if (redis) kill(E.redis.proc.pid, SIGCONT);
+    fgt_proxy_trickle(px, 0);
+    env_stop(&E);
+    fgt_proxy_stop(px);
+    if (!redis) fgt_pg_stop(&E.pg);
+}
+
+Test(hang, redis_healthz_answers, .timeout = 120)
+{
+    healthz_while_hung(true);
+}
+
+Test(hang, postgres_healthz_answers, .timeout = 120)
+{
+    healthz_while_hung(false);
+}
+
+/* ---- require_durable ---- */
+
+Test(durable, refuses_redis_without_aof, .timeout = 60)
+{
+    fgt_redis_t r;
+    memset(&r, 0, sizeof r);
+    r.port = fgt_free_port();
+    snprintf(r.dir, sizeof r.dir, "%s", fgt_tmpdir());
+    char port[16], log[600];
+    snprintf(port, sizeof port, "%d", r.port);
+    snprintf(log, sizeof log, "%s/redis.log", r.dir);
+    char *argv[] = {(char *)"/usr/bin/redis-server",
+                    (char *)"--port",
+                    port,
+                    (char *)"--bind",
+                    (char *)"127.0.0.1",
+                    (char *)"--dir",
+                    r.dir,
+                    (char *)"--save",
+                    (char *)"",
+                    (char *)"--appendonly",
+                    (char *)"no",
+                    NULL};
+    r.proc = fgt_spawn(argv, log);
+    cr_assert(fgt_wait_port(r.port, 10000));
+    memset(&E, 0, sizeof E);
+    fgt_upstream_start(&E.up, 0);
+    char conf[1024];
+    snprintf(conf, sizeof conf,
+             "[gateway]\nlisten = {listen}\nadmin_listen = {admin}\nupstream = %s\n"
+             "state = redis://127.0.0.1:%d/0\nrequire_durable = on\n\n%s",
+             E.up.url, r.port, BASE_POLICIES);
+    char *text = NULL;
+    int st = fgt_gateway_start_fail(&E.gw, conf, &text);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "refused to start");
+    cr_assert(text && strstr(text, "not durable") && strstr(text, "appendonly yes") &&
+                  strstr(text, "appendfsync always"),
+              "the message names the settings to change:\n%s", text);
+    free(text);
+    /* the same store without require_durable: starts, and /readyz shows why
+     * it would not be durable */
+    snprintf(conf, sizeof conf,
+             "[gateway]\nlisten = {listen}\nadmin_listen = {admin}\nupstream = %s\n"
+             "state = redis://127.0.0.1:%d/0\n\n%s",
+             E.up.url, r.port, BASE_POLICIES);
+    fgt_gateway_start(&E.gw, conf);
+    long code;
+    json_t *j = admin_get(&E, "/readyz", &code);
+    cr_assert_eq(code, 200);
+    json_t *d = json_object_get(json_object_get(j, "store"), "durability");
+    cr_assert_str_eq(json_string_value(json_object_get(d, "appendonly")), "no");
+    cr_assert(json_is_false(json_object_get(d, "durable")));
+    json_decref(j);
+    fgt_gateway_stop(&E.gw);
+    fgt_upstream_stop(&E.up);
+    fgt_stop(&r.proc, SIGTERM);
+}
+
+/* A reconnect to a store that is no longer durable: /readyz 503, writes 503. */
+Test(durable, reconnect_to_non_durable_store, .timeout = 60)
+{
+    env_start(&E, STORE_REDIS, 0, "require_durable = on\nstate_pool = 1\n", NULL);
+    long code;
+    json_t *j = admin_get(&E, "/readyz", &code);
+    cr_assert_eq(code, 200);
+    json_t *d = json_object_get(json_object_get(j, "store"), "durability");
+    cr_assert_str_eq(json_string_value(json_object_get(d, "appendfsync")), "always");
+    json_decref(j);
+    cr_assert_eq(put_tok(&E, "/orders/dur", "1", "v"), 200);
+    const char *set[] = {"CONFIG", "SET", "appendfsync", "everysec", NULL};
+    free(fgt_redis_cmd(&E.redis, set));
+    const char *kill_all[] = {"CLIENT", "KILL", "TYPE", "normal", NULL};
+    free(fgt_redis_cmd(&E.redis, kill_all)); /* every gateway connection reconnects */
+    for (uint64_t end = fg_now_mono_ms() + 10000; fg_now_mono_ms() < end; usleep(20 * 1000)) {
+        json_decref(admin_get(&E, "/readyz", &code));
+        if (code == 503) break;
+    }
+    cr_assert_eq(code, 503, "/readyz refuses a store that is not durable any more");
+    cr_assert_eq(put_tok(&E, "/orders/dur", "2", "v"), 503, "and so do writes");
+    cr_assert_eq(upstream_writes(&E, "/orders/dur"), 1);
+    char *log = fgt_gateway_log(&E.gw);
+    cr_assert(log && strstr(log, "appendfsync=everysec"), "the settings are logged:\n%s", log);
+    free(log);
     env_stop(&E);
 }
 
