@@ -82,28 +82,11 @@ Test(back, postgres, .timeout = 180)
 
 /* ---- one deadline per store call, through the gateway ---- */
 
+static fgt_proxy_t *start_via_proxy(bool redis, const char *extra);
+
 static void trickled_writes(bool redis)
 {
-    memset(&E, 0, sizeof E);
-    fgt_upstream_start(&E.up, 0);
-    int port;
-    if (redis) {
-        fgt_redis_start(&E.redis);
-        E.has_redis = true;
-        port = E.redis.port;
-    } else {
-        fgt_pg_start(&E.pg);
-        E.has_pg = true;
-        port = E.pg.port;
-    }
-    fgt_proxy_t *px = fgt_proxy_start(port);
-    char conf[2048];
-    snprintf(conf, sizeof conf,
-             "[gateway]\nlisten = {listen}\nadmin_listen = {admin}\nupstream = %s\n"
-             "state = %s://%s127.0.0.1:%d/%s\nstate_timeout = 1s\nstate_pool = 1\n\n%s",
-             E.up.url, redis ? "redis" : "postgres", redis ? "" : "postgres@", fgt_proxy_port(px),
-             redis ? "0" : "postgres", BASE_POLICIES);
-    fgt_gateway_start(&E.gw, conf);
+    fgt_proxy_t *px = start_via_proxy(redis, "state_timeout = 1s\nstate_pool = 1\n");
     cr_assert_eq(put_tok(&E, "/orders/tr", "1", "v"), 200);
     fgt_proxy_trickle(px, 100); /* one byte per 100 ms from the store */
     uint64_t worst = 0, sum = 0;
