@@ -574,3 +574,26 @@ Test(audit, dirty_requests_keep_audit_json_valid, .timeout = 60)
     env_stop(&E);
     fgt_pg_stop(&E.pg);
 }
+
+/* A record stored before the audit text was escaped (raw invalid UTF-8 in
+ * Redis) must not break GET /v1/audit: the answer is valid JSON. */
+Test(audit, old_dirty_records_still_valid_json, .timeout = 60)
+{
+    env_start(&E, STORE_REDIS, 0, NULL, NULL);
+    const char *xadd[] = {"XADD",   "fencegate:audit", "*",       "resource",   "order:old",
+                          "method", "P\xffT",          "path",    "/a\x01\xc3", "reason",
+                          "stale",  "client",          "1.2.3.4", NULL};
+    free(fgt_redis_cmd(&E.redis, xadd));
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/audit?resource=order:old", E.gw.admin_url);
+    fgt_resp_t r = fgt_http("GET", url, NULL, NULL, 0);
+    cr_assert_eq(r.status, 200, "an answer, not a closed connection (%d)", r.curl_err);
+    json_t *j = fgt_resp_json(&r);
+    cr_assert(j, "valid JSON: %s", r.body);
+    json_t *e = json_array_get(json_object_get(j, "entries"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(e, "method")), "P\\xFFT");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "path")), "/a\\x01\\xC3");
+    json_decref(j);
+    fgt_resp_free(&r);
+    env_stop(&E);
+}
