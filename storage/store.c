@@ -329,6 +329,7 @@ static int clean_field(const char **f, size_t max, bool *truncated, char **owned
  * caller's pointers for restore_text. */
 static int clean_text(fg_audit_t *a, saved_text_t *sv, char *owned[4])
 {
+    for (int i = 0; i < 4; i++) owned[i] = NULL;
     sv->method = a->method;
     sv->path = a->path;
     sv->client = a->client;

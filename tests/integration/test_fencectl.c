@@ -87,7 +87,7 @@ Test(fencectl, help_and_usage, .timeout = 60)
     run_t r = ctl(h);
     cr_assert(r.code == 0 && strstr(r.out, "Exit codes"));
     run_free(&r);
-    const char *bad[][4] = {{"frobnicate", NULL},
+    const char *bad[][5] = {{"frobnicate", NULL},
                             {"--admin", "http://127.0.0.1:1", "raise", NULL},
                             {"--admin", "http://127.0.0.1:1", NULL},
                             {"--admin", "http://127.0.0.1:1", "raise", "k"}};
