@@ -14,6 +14,7 @@
 
 #include "gateway/gateway.h"
 #include "gateway/log.h"
+#include "gateway/token_file.h"
 #include "policy/config.h"
 #include "policy/error.h"
 #include "policy/url.h"
@@ -65,6 +66,24 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
+        /* the token file is part of what a start would refuse */
+        if (cfg->admin_token_file && cfg->admin_token_file[0]) {
+            static char tok[FG_TOKEN_FILE_MAX + 1];
+            size_t len;
+            bool loose;
+            int trc = fg_token_file_read(cfg->admin_token_file, tok, &len, &loose, err, sizeof err);
+            memset(tok, 0, sizeof tok);
+            if (trc) {
+                fprintf(stderr, "fencegate: %s\n", err);
+                fg_config_free(cfg);
+                return 1;
+            }
+            if (loose)
+                fprintf(stderr,
+                        "fencegate: warning: admin_token_file %s is readable by group or "
+                        "others\n",
+                        cfg->admin_token_file);
+        }
         printf("fencegate: configuration %s is valid (%zu policies)\n", conf, cfg->n_policies);
         fg_config_free(cfg);
         return 0;

@@ -23,7 +23,8 @@
 #include "policy/url.h"
 #include "storage/store_int.h"
 
-/* Even in a new epoch, a handle tries to connect at most once per this gap. */
+/* A handle whose early (epoch) reconnect failed waits at least this long
+ * before the next early one, however many epochs begin meanwhile. */
 #define EPOCH_RETRY_GAP_MS 50
 
 struct fg_store_group {
@@ -261,11 +262,13 @@ static int ensure(fg_store_t *s)
     }
     uint64_t now = fg_now_mono_ms();
     uint64_t epoch = group_epoch(s);
-    if (now < s->retry_at_ms &&
-        (epoch == s->seen_epoch || now < s->attempt_at_ms + EPOCH_RETRY_GAP_MS)) {
+    bool early = now < s->retry_at_ms;
+    if (early && (epoch == s->seen_epoch ||
+                  (s->epoch_retry && now < s->attempt_at_ms + EPOCH_RETRY_GAP_MS))) {
         /* keep the last real error text; the caller sees "unavailable" */
         return FG_EUNAVAIL;
     }
+    s->epoch_retry = early; /* a second early attempt in a row waits the gap */
     s->attempt_at_ms = now;
     s->seen_epoch = epoch;
     int rc = s->be->connect(s);

@@ -26,7 +26,7 @@
  * that share an fg_store_group_t also learn from each other: when any of them
  * sees the store answer after one saw it fail, a new "store is back" epoch
  * begins and every handle in backoff may reconnect at once, at most once per
- * epoch (and not more often than backoff_min_ms). So a dead store costs each
+ * epoch (after a failed early attempt, not again within 50 ms). So a dead store costs each
  * handle one connection attempt per backoff period, never a tight loop, and a
  * store that is back is used by every handle at once.
  *
@@ -249,6 +249,7 @@ struct fg_store {
     uint64_t backoff_ms;    /* current delay */
     uint64_t retry_at_ms;   /* monotonic ms before which we do not reconnect */
     uint64_t attempt_at_ms; /* monotonic ms of the last connect attempt */
+    bool epoch_retry;       /* that attempt was early, in a new epoch */
     uint64_t seen_epoch;    /* group epoch of the last connect attempt */
     uint64_t deadline_ms;   /* monotonic ms by which the current call must end */
     fg_durability_t dur;    /* read at the last connect */

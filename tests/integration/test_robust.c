@@ -597,3 +597,30 @@ Test(audit, old_dirty_records_still_valid_json, .timeout = 60)
     fgt_resp_free(&r);
     env_stop(&E);
 }
+
+/* fencegate -t checks the token file too: what a start would refuse, -t refuses. */
+Test(token_file, check_mode_reads_it, .timeout = 30)
+{
+    const char *dir = fgt_tmpdir();
+    const char *tok = write_token("\0open", 5, 0600);
+    char conf[1024], cmd[2048], out[600];
+    snprintf(conf, sizeof conf, "%s/fg.conf", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    FILE *f = fopen(conf, "w");
+    fprintf(f,
+            "[gateway]\nupstream = http://127.0.0.1:9\nadmin_token_file = %s\n\n"
+            "[policy p]\nmatch = /x/{id}\nkey = x:{id}\n",
+            tok);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s -t -c %s >%s 2>&1", FG_BIN_GATEWAY, conf, out);
+    int st = system(cmd);
+    char *text = fgt_read_file(out);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "-t refuses a NUL token: %s", text);
+    cr_assert(text && strstr(text, tok), "and names the file: %s", text);
+    free(text);
+    f = fopen(tok, "w");
+    fputs("fine\n", f);
+    fclose(f);
+    st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
