@@ -86,7 +86,54 @@ static void store_log(void *arg, const char *event, const char *store, const cha
 {
     (void)arg;
     json_t *f = json_pack("{s:s,s:s,s:s?}", "event", event, "store", store, "detail", detail);
-    fg_log(strcmp(event, "up") == 0 ? FG_LOG_INFO : FG_LOG_ERROR, "state store", f);
+    fg_log_level_t lvl = strcmp(event, "down") == 0          ? FG_LOG_ERROR
+                         : strcmp(event, "not durable") == 0 ? FG_LOG_WARN
+                                                             : FG_LOG_INFO;
+    fg_log(lvl, "state store", f);
+}
+
+fg_store_opts_t fg_gateway_store_opts(const fg_gateway_t *gw)
+{
+    const fg_config_t *cfg = gw->boot;
+    fg_store_opts_t so = {0};
+    so.timeout_ms = cfg->state_timeout_ms;
+    so.backoff_min_ms = 50;
+    so.backoff_max_ms = 5000;
+    so.audit_max = cfg->audit_max;
+    so.require_durable = cfg->require_durable;
+    so.group = gw->store_group;
+    so.log = store_log;
+    return so;
+}
+
+/* require_durable: a store that answers and is not durable stops the start
+ * with the setting to change. A store that does not answer yet does not (it
+ * is checked again at every connect, and refused then). */
+static int check_durable(fg_gateway_t *gw, char *err, size_t err_len)
+{
+    if (!gw->boot->require_durable) return 0;
+    fg_store_opts_t so = fg_gateway_store_opts(gw);
+    so.log = NULL; /* the pool's handles log what they read */
+    fg_store_t *s = NULL;
+    int rc = fg_store_open(gw->boot->state, &so, &s, err, err_len);
+    if (rc) return rc;
+    fg_durability_t d;
+    rc = fg_store_durability(s, &d);
+    if (rc && d.n && !d.durable) {
+        snprintf(err, err_len, "state store %s is not durable and require_durable = on: %s",
+                 fg_store_display(s), d.advice);
+        rc = FG_ECONFIG;
+    } else if (rc) {
+        json_t *f =
+            json_pack("{s:s,s:s}", "store", fg_store_display(s), "error", fg_store_errstr(s));
+        fg_log(FG_LOG_WARN,
+               "require_durable: the state store does not answer yet; it is checked "
+               "at every connect",
+               f);
+        rc = 0;
+    }
+    fg_store_close(s);
+    return rc;
 }
 
 static unsigned engine_count(const fg_config_t *cfg)
@@ -120,11 +167,15 @@ int fg_gateway_start(fg_config_t *cfg, fg_gateway_t **out, char *err, size_t err
     /* before any thread reads a socket through the recv hook */
     rc = fg_front_hook_init();
     if (rc) goto fail;
-    fg_store_opts_t so = {0};
-    so.timeout_ms = cfg->state_timeout_ms;
-    so.backoff_min_ms = 50;
-    so.backoff_max_ms = 5000;
-    so.log = store_log;
+    gw->started_ms = fg_now_mono_ms();
+    gw->store_group = fg_store_group_new();
+    if (!gw->store_group) {
+        rc = FG_ENOMEM;
+        goto fail;
+    }
+    rc = check_durable(gw, err, err_len);
+    if (rc) goto fail;
+    fg_store_opts_t so = fg_gateway_store_opts(gw);
     gw->n_engines = engine_count(cfg);
     rc = fg_storepool_start(cfg->state, cfg->state_pool, (size_t)cfg->max_connections * 2 + 64, &so,
                             &gw->pool, err, err_len);
@@ -200,6 +251,7 @@ void fg_gateway_free(fg_gateway_t *gw)
 {
     if (!gw) return;
     if (gw->admin) fg_admin_stop(gw->admin);
+    fg_janitor_stop(gw->janitor);
     fg_storepool_stop(gw->pool); /* finishes queued jobs; engines are still allocated */
     for (unsigned i = 0; gw->engines && i < gw->n_engines; i++) fg_engine_free(gw->engines[i]);
     free(gw->engines);
@@ -207,5 +259,6 @@ void fg_gateway_free(fg_gateway_t *gw)
     fg_cfgref_put(gw->cur);
     fg_cfgref_put(gw->boot_ref);
     pthread_mutex_destroy(&gw->cfg_mu);
+    fg_store_group_free(gw->store_group); /* after every handle is closed */
     free(gw);
 }

@@ -32,7 +32,13 @@ struct fg_gateway {
     unsigned n_engines;
     fg_admin_t *admin;
     fg_janitor_t *janitor;
+    fg_store_group_t *store_group; /* every store handle of this gateway learns from the others */
+    uint64_t started_ms;           /* monotonic, for uptime */
 };
+
+/* The store options every handle of this gateway starts from (timeouts,
+ * audit cap, require_durable, the shared group, the log hook). */
+fg_store_opts_t fg_gateway_store_opts(const fg_gateway_t *gw);
 
 /* Current config with one more reference (never NULL). */
 fg_cfgref_t *fg_gateway_cfg_get(fg_gateway_t *gw);
@@ -60,8 +66,9 @@ void fg_admin_reload(fg_admin_t *a, const fg_config_t *cfg);
 void fg_admin_stop(fg_admin_t *a);
 
 /* ---- janitor.c ---- */
-/* Start audit retention when audit_retention or audit_max is set (else *out
- * stays NULL and 0 is returned). */
+/* Start audit retention when audit_retention or audit_max is set (audit_max
+ * is 1000000 by default, so it normally runs; with both 0 *out stays NULL and
+ * 0 is returned). */
 int fg_janitor_start(fg_gateway_t *gw, fg_janitor_t **out, char *err, size_t err_len);
 void fg_janitor_stop(fg_janitor_t *j);
 

@@ -3,8 +3,10 @@
  * (count) in [gateway], applied in the background so the audit trail cannot
  * grow without bound.
  *
+ * audit_max is 1000000 by default (0 = no cap), so the janitor normally runs.
  * One thread with its own store connection wakes every tenth of the retention
- * period (between 1 s and 60 s), deletes expired records in batches of 1000,
+ * period (between 1 s and 60 s; every 10 s without a retention), so both
+ * rules are applied at least once a minute. It deletes records in batches of 1000,
  * at most 100 batches per round, and sleeps again: the store never sees one
  * huge DELETE, and a store that is down only costs the usual backoff.
  */
@@ -81,8 +83,11 @@ int fg_janitor_start(fg_gateway_t *gw, fg_janitor_t **out, char *err, size_t err
     j->keep_max = cfg->audit_max;
     uint64_t iv = j->retention_ms ? j->retention_ms / 10 : 10000;
     j->interval_ms = iv < 1000 ? 1000 : iv > 60000 ? 60000 : iv;
-    fg_store_opts_t so = {
-        .timeout_ms = cfg->state_timeout_ms * 5, .backoff_min_ms = 1000, .backoff_max_ms = 60000};
+    fg_store_opts_t so = fg_gateway_store_opts(gw);
+    so.timeout_ms = cfg->state_timeout_ms * 5; /* a purge batch is bigger than a check */
+    so.backoff_min_ms = 1000;
+    so.backoff_max_ms = 60000;
+    so.log = NULL; /* the pool's handles report the store going down and up */
     int rc = fg_store_open(cfg->state, &so, &j->store, err, err_len);
     if (!rc && pthread_create(&j->th, NULL, janitor_main, j) != 0) rc = FG_ENOMEM;
     if (rc) {

@@ -14,8 +14,10 @@
 
 #include "gateway/gateway.h"
 #include "gateway/log.h"
+#include "gateway/token_file.h"
 #include "policy/config.h"
 #include "policy/error.h"
+#include "policy/url.h"
 
 #define DRAIN_MS 30000
 
@@ -64,6 +66,24 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
+        /* the token file is part of what a start would refuse */
+        if (cfg->admin_token_file && cfg->admin_token_file[0]) {
+            static char tok[FG_TOKEN_FILE_MAX + 1];
+            size_t len;
+            bool loose;
+            int trc = fg_token_file_read(cfg->admin_token_file, tok, &len, &loose, err, sizeof err);
+            memset(tok, 0, sizeof tok);
+            if (trc) {
+                fprintf(stderr, "fencegate: %s\n", err);
+                fg_config_free(cfg);
+                return 1;
+            }
+            if (loose)
+                fprintf(stderr,
+                        "fencegate: warning: admin_token_file %s is readable by group or "
+                        "others\n",
+                        cfg->admin_token_file);
+        }
         printf("fencegate: configuration %s is valid (%zu policies)\n", conf, cfg->n_policies);
         fg_config_free(cfg);
         return 0;
@@ -82,7 +102,9 @@ int main(int argc, char **argv)
     char listen[256], admin[256], state[512];
     snprintf(listen, sizeof listen, "%s", cfg->listen);
     snprintf(admin, sizeof admin, "%s", cfg->admin_listen ? cfg->admin_listen : "");
-    snprintf(state, sizeof state, "%s", cfg->state);
+    char *shown = fg_url_redact(cfg->state); /* never log a password */
+    snprintf(state, sizeof state, "%s", shown ? shown : "");
+    free(shown);
     fg_gateway_t *gw = NULL;
     char serr[512] = "";
     int rc = fg_gateway_start(cfg, &gw, serr, sizeof serr);

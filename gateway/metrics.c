@@ -5,9 +5,11 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct fg_metrics_row {
     struct fg_metrics_row *next;
@@ -51,10 +53,49 @@ fg_metrics_row_t *fg_metrics_row(const char *policy)
     return r;
 }
 
+/* One slot per second of the last minute: which second it counts, and how many. */
+static struct {
+    uint64_t sec, n;
+} window[60];
+
+static uint64_t now_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec;
+}
+
+static void count_refusal(void)
+{
+    uint64_t sec = now_sec();
+    size_t slot = sec % 60;
+    uint64_t was = __atomic_load_n(&window[slot].sec, __ATOMIC_ACQUIRE);
+    if (was != sec && __atomic_compare_exchange_n(&window[slot].sec, &was, sec, false,
+                                                  __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        __atomic_store_n(&window[slot].n, 0, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&window[slot].n, 1, __ATOMIC_RELAXED);
+}
+
+uint64_t fg_metrics_refusals_last_minute(void)
+{
+    uint64_t sec = now_sec(), total = 0;
+    for (size_t i = 0; i < 60; i++) {
+        uint64_t s = __atomic_load_n(&window[i].sec, __ATOMIC_ACQUIRE);
+        if (s + 60 > sec) total += __atomic_load_n(&window[i].n, __ATOMIC_RELAXED);
+    }
+    return total;
+}
+
 void fg_metrics_count(fg_metrics_row_t *row, fg_outcome_t o)
 {
     if (!row) row = &none_row;
     __atomic_fetch_add(&row->count[o], 1, __ATOMIC_RELAXED);
+    if (FG_OUTCOME_IS_REFUSAL(o)) count_refusal();
+}
+
+int64_t fg_metrics_gauge(int which)
+{
+    return __atomic_load_n(&gauges[which], __ATOMIC_RELAXED);
 }
 
 void fg_metrics_gauge_add(int which, int64_t delta)
@@ -133,7 +174,7 @@ char *fg_metrics_render(size_t *len)
     if (!rc) rc = render_row(&b, &none_row);
     if (!rc) {
         uint64_t rej = 0;
-        for (int o = FG_OUT_STALE; o <= FG_OUT_UNMATCHED; o++) {
+        for (int o = FG_OUT_STALE; o <= FG_OUT_TOKEN_JUMP; o++) {
             pthread_mutex_lock(&rows_mu);
             for (const fg_metrics_row_t *r = rows; r; r = r->next)
                 rej += __atomic_load_n(&r->count[o], __ATOMIC_RELAXED);
@@ -143,7 +184,7 @@ char *fg_metrics_render(size_t *len)
         rc = sb_printf(
             &b,
             "# HELP fencegate_rejections_total Writes refused (stale, missing, malformed, "
-            "unmatched).\n# TYPE fencegate_rejections_total counter\n"
+            "unmatched, token_jump).\n# TYPE fencegate_rejections_total counter\n"
             "fencegate_rejections_total %llu\n"
             "# HELP fencegate_inflight_requests Requests being handled.\n"
             "# TYPE fencegate_inflight_requests gauge\nfencegate_inflight_requests %lld\n"

@@ -354,6 +354,8 @@ static void start_check(fg_req_t *r)
     c->resource = r->d.key;
     c->token = r->d.token;
     c->strict = p->compare == FG_COMPARE_GT;
+    c->has_max_jump = p->has_max_jump;
+    c->max_jump = p->max_jump;
     fill_audit(r, &c->audit,
                p->mode == FG_MODE_REPORT_ONLY ? FG_REASON_REPORT_ONLY : FG_REASON_STALE);
     if (submit(r) != 0) {
@@ -385,6 +387,14 @@ static void on_check_result(fg_req_t *r)
 {
     const fg_check_t *c = &r->job.check;
     const fg_policy_t *p = r->d.policy;
+    if (r->job.rc == FG_EDATA) {
+        /* the store answered and refused this request's data: not an
+         * outage, so never a 503, and never forwarded unchecked */
+        release_lane(r);
+        refuse(r, 400, "malformed-request", "Malformed request", FG_OUT_MALFORMED_REQUEST,
+               "the state store refused this request's data (%s)", fg_strerror(r->job.rc));
+        return;
+    }
     if (r->job.rc) {
         if (p->state_error_forward) {
             audit_loose(r, FG_REASON_STATE_ERROR);
@@ -410,6 +420,13 @@ static void on_check_result(fg_req_t *r)
     release_lane(r);
     r->prob.has_highest = c->had_highest;
     r->prob.highest = c->highest;
+    if (c->result == FG_CHECK_JUMP) {
+        refuse(r, 409, "token-jump", "Fencing token jumps too far", FG_OUT_TOKEN_JUMP,
+               "token %" PRIu64 " is more than %" PRIu64 " above the highest token %" PRIu64
+               " for %s (max_token_jump); an operator can raise or reset the resource",
+               r->d.token, p->max_jump, c->highest, r->d.key);
+        return;
+    }
     refuse(r, 409, "stale-token", "Stale fencing token", FG_OUT_STALE,
            "token %" PRIu64 " is %s the highest token %" PRIu64 " for %s", r->d.token,
            r->d.token == c->highest ? "not above" : "below", c->highest, r->d.key);

@@ -19,6 +19,7 @@
 
 #include "policy/error.h"
 #include "policy/token.h"
+#include "policy/url.h"
 
 #define MAX_POLICIES 1024
 
@@ -379,13 +380,18 @@ static void gateway_key(ctx_t *c, const char *k, const char *v)
     } else if (strcmp(k, "upstream") == 0) {
         const char *why = url_problem(v);
         if (why) {
-            fail(c, "upstream: '%s': %s", v, why);
+            char *shown = fg_url_redact(v);
+            fail(c, "upstream: '%s': %s", shown ? shown : "", why);
+            free(shown);
             return;
         }
         rc = set_str(&g->upstream, v);
     } else if (strcmp(k, "state") == 0) {
         if (!valid_state(v)) {
-            fail(c, "state: '%s' is not sqlite:PATH, redis://... or postgres://...", v);
+            char *shown = fg_url_redact(v);
+            fail(c, "state: '%s' is not sqlite:PATH, redis://... or postgres://...",
+                 shown ? shown : "");
+            free(shown);
             return;
         }
         rc = set_str(&g->state, v);
@@ -520,7 +526,9 @@ static void policy_key(ctx_t *c, const char *k, const char *v)
     } else if (strcmp(k, "upstream") == 0) {
         const char *why = url_problem(v);
         if (why) {
-            fail(c, "upstream: '%s': %s", v, why);
+            char *shown = fg_url_redact(v);
+            fail(c, "upstream: '%s': %s", shown ? shown : "", why);
+            free(shown);
             return;
         }
         if (set_str(&p->upstream, v)) fail(c, "out of memory");

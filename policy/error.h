@@ -17,6 +17,7 @@
     X(TOKEN, "malformed fencing token")                                                            \
     X(UNAVAIL, "state store unavailable")                                                          \
     X(PROTO, "unexpected answer from the state store")                                             \
+    X(DATA, "the state store refused the data")                                                    \
     X(NOTFOUND, "not found")                                                                       \
     X(FULL, "bounded resource is full")                                                            \
     X(TIMEOUT, "timed out")                                                                        \

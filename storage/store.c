@@ -2,10 +2,14 @@
  * store.c -- the backend table and the wrappers every caller goes through.
  *
  * The wrappers own the connection policy, so every backend gets it for free:
- * connect lazily; when a call reports FG_EUNAVAIL, drop the connection and
- * refuse further calls without touching the network until a reconnect
- * deadline that doubles (with jitter) up to a cap. A dead store therefore
- * costs each handle one connection attempt per backoff period, never a loop.
+ * one deadline per call (connect included); connect lazily; when a call
+ * reports FG_EUNAVAIL, drop the connection and refuse further calls without
+ * touching the network until a reconnect deadline that doubles (with jitter)
+ * up to a cap, cut short once per "store is back" epoch of the handle's group;
+ * drop a connection that a backend left in an unknown state, or that the
+ * server closed while it was idle, and make a new one at once. They also
+ * escape the attacker-controlled audit fields once, before any backend sees
+ * them. See store.h.
  */
 #include "storage/store.h"
 
@@ -16,13 +20,34 @@
 #include <time.h>
 
 #include "policy/error.h"
+#include "policy/url.h"
 #include "storage/store_int.h"
+
+/* A handle whose early (epoch) reconnect failed waits at least this long
+ * before the next early one, however many epochs begin meanwhile. */
+#define EPOCH_RETRY_GAP_MS 50
+
+struct fg_store_group {
+    uint64_t epoch; /* atomic: bumped when a handle sees the store answer after a failure */
+    int down;       /* atomic: a handle saw the store fail since the last bump */
+};
+
+fg_store_group_t *fg_store_group_new(void)
+{
+    return calloc(1, sizeof(fg_store_group_t));
+}
+
+void fg_store_group_free(fg_store_group_t *g)
+{
+    free(g);
+}
 
 static const fg_store_backend_t *const backends[] = {&fg_store_sqlite, &fg_store_redis,
                                                      &fg_store_postgres};
 
-static const char *const reason_names[] = {NULL,        "stale",       "missing",    "malformed",
-                                           "unmatched", "report-only", "state-error"};
+static const char *const reason_names[] = {NULL,          "stale",     "missing",
+                                           "malformed",   "unmatched", "report-only",
+                                           "state-error", "jump",      "reset"};
 
 const char *fg_reason_name(fg_reason_t r)
 {
@@ -101,23 +126,6 @@ const fg_store_backend_t *fg_store_backend_for(const char *url)
     return NULL;
 }
 
-/* The URL with any password replaced by "***". */
-static char *display_url(const char *url)
-{
-    const char *at = strchr(url, '@');
-    const char *ss = strstr(url, "://");
-    if (!at || !ss || at < ss) return strdup(url);
-    const char *colon = memchr(ss + 3, ':', (size_t)(at - ss - 3));
-    if (!colon) return strdup(url);
-    size_t n = (size_t)(colon - url) + 1;
-    char *d = malloc(n + 3 + strlen(at) + 1);
-    if (!d) return NULL;
-    memcpy(d, url, n);
-    memcpy(d + n, "***", 3);
-    memcpy(d + n + 3, at, strlen(at) + 1);
-    return d;
-}
-
 fg_store_t *fg_store_alloc(size_t size, const fg_store_backend_t *be, const char *url,
                            const fg_store_opts_t *o)
 {
@@ -129,7 +137,7 @@ fg_store_t *fg_store_alloc(size_t size, const fg_store_backend_t *be, const char
     if (!s->opts.backoff_min_ms) s->opts.backoff_min_ms = 50;
     if (!s->opts.backoff_max_ms) s->opts.backoff_max_ms = 5000;
     s->url = strdup(url);
-    s->display = display_url(url);
+    s->display = fg_url_redact(url);
     if (!s->url || !s->display) {
         fg_store_free_base(s);
         return NULL;
@@ -151,7 +159,9 @@ int fg_store_open(const char *url, const fg_store_opts_t *o, fg_store_t **out, c
     *out = NULL;
     const fg_store_backend_t *be = fg_store_backend_for(url);
     if (!be) {
-        snprintf(err, err_len, "unknown state store URL '%s'", url);
+        char *shown = fg_url_redact(url);
+        snprintf(err, err_len, "unknown state store URL '%s'", shown ? shown : "?");
+        free(shown);
         return FG_EINVAL;
     }
     return be->create(url, o, out, err, err_len);
@@ -164,15 +174,38 @@ void fg_store_close(fg_store_t *s)
     s->be->destroy(s);
 }
 
-static void log_event(fg_store_t *s, const char *event)
+static void log_event(fg_store_t *s, const char *event, const char *detail)
 {
-    if (s->opts.log) s->opts.log(s->opts.log_arg, event, s->display, s->err);
+    if (s->opts.log) s->opts.log(s->opts.log_arg, event, s->display, detail);
+}
+
+static uint64_t group_epoch(const fg_store_t *s)
+{
+    return s->opts.group ? __atomic_load_n(&s->opts.group->epoch, __ATOMIC_ACQUIRE) : 0;
+}
+
+/* The store answered: if some handle of the group saw it fail since the last
+ * epoch, begin a new one, which lets every handle in backoff retry once now. */
+static void saw_answer(fg_store_t *s)
+{
+    fg_store_group_t *g = s->opts.group;
+    int one = 1;
+    if (g && __atomic_load_n(&g->down, __ATOMIC_RELAXED) &&
+        __atomic_compare_exchange_n(&g->down, &one, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        __atomic_fetch_add(&g->epoch, 1, __ATOMIC_ACQ_REL);
+}
+
+static void drop(fg_store_t *s)
+{
+    s->be->disconnect(s);
+    s->connected = false;
+    s->broken = false;
 }
 
 static void went_down(fg_store_t *s)
 {
-    s->be->disconnect(s);
-    s->connected = false;
+    drop(s);
+    if (s->opts.group) __atomic_store_n(&s->opts.group->down, 1, __ATOMIC_RELEASE);
     uint64_t b = s->backoff_ms ? s->backoff_ms * 2 : s->opts.backoff_min_ms;
     if (b > s->opts.backoff_max_ms) b = s->opts.backoff_max_ms;
     s->backoff_ms = b;
@@ -183,62 +216,197 @@ static void went_down(fg_store_t *s)
     s->retry_at_ms = fg_now_mono_ms() + j;
     if (!s->was_down) {
         s->was_down = true;
-        log_event(s, "down");
+        log_event(s, "down", s->err);
     }
+}
+
+/* "appendonly=yes appendfsync=always" */
+static void durability_text(const fg_durability_t *d, char *buf, size_t len)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < d->n && o < len; i++) {
+        int w = snprintf(buf + o, len - o, "%s%s=%s", i ? " " : "", d->setting[i].name,
+                         d->setting[i].value);
+        if (w < 0) break;
+        o += (size_t)w;
+    }
+}
+
+/* Read the durability settings of a fresh connection; refuse it when the
+ * handle requires a durable store and this one is not. */
+static int check_durability(fg_store_t *s)
+{
+    if (!s->be->durability) return 0;
+    fg_durability_t d;
+    memset(&d, 0, sizeof d);
+    int rc = s->be->durability(s, &d);
+    if (rc) return rc;
+    s->dur = d;
+    char text[FG_STORE_ERR_LEN];
+    durability_text(&d, text, sizeof text);
+    log_event(s, d.durable ? "durability" : "not durable", text);
+    if (s->opts.require_durable && !d.durable)
+        return fg_store_seterr(s, FG_EUNAVAIL, "store is not durable (require_durable = on): %s",
+                               d.advice);
+    return 0;
 }
 
 static int ensure(fg_store_t *s)
 {
-    if (s->connected) return 0;
+    if (s->connected) {
+        if (!s->be->stale || !s->be->stale(s)) return 0;
+        /* the server closed this idle connection (restart, idle timeout): no
+         * request was in flight, so make a new one now, without backoff */
+        drop(s);
+    }
     uint64_t now = fg_now_mono_ms();
-    if (now < s->retry_at_ms) {
+    uint64_t epoch = group_epoch(s);
+    bool early = now < s->retry_at_ms;
+    if (early && (epoch == s->seen_epoch ||
+                  (s->epoch_retry && now < s->attempt_at_ms + EPOCH_RETRY_GAP_MS))) {
         /* keep the last real error text; the caller sees "unavailable" */
         return FG_EUNAVAIL;
     }
+    s->epoch_retry = early; /* a second early attempt in a row waits the gap */
+    s->attempt_at_ms = now;
+    s->seen_epoch = epoch;
     int rc = s->be->connect(s);
+    if (!rc) rc = check_durability(s);
     if (rc) {
         went_down(s);
         return FG_EUNAVAIL;
     }
     s->connected = true;
     s->backoff_ms = 0;
+    s->retry_at_ms = 0;
+    saw_answer(s);
     if (s->was_down) {
         s->was_down = false;
-        log_event(s, "up");
+        log_event(s, "up", s->err);
     }
     return 0;
 }
 
+static int begin(fg_store_t *s)
+{
+    s->deadline_ms = fg_now_mono_ms() + s->opts.timeout_ms;
+    return ensure(s);
+}
+
 static int after(fg_store_t *s, int rc)
 {
-    if (rc == FG_EUNAVAIL) went_down(s);
+    if (rc == FG_EUNAVAIL) {
+        went_down(s);
+        return rc;
+    }
+    /* an answer we could not read, or memory running out half way, leaves the
+     * connection in an unknown state: never reuse it (replies could be stale) */
+    if (rc == FG_EPROTO || rc == FG_ENOMEM) s->broken = true;
+    if (s->broken) drop(s);
+    if (rc != FG_EPROTO && rc != FG_ENOMEM) saw_answer(s);
     return rc;
+}
+
+/* ---- audit text: escaped once, here, for every backend ---- */
+
+typedef struct saved_text {
+    const char *method, *path, *client, *detail;
+    bool path_truncated;
+} saved_text_t;
+
+static int clean_field(const char **f, size_t max, bool *truncated, char **owned)
+{
+    *owned = NULL;
+    if (truncated) *truncated = false;
+    if (!*f) return 0;
+    size_t len = strlen(*f);
+    if (fg_audit_is_clean(*f, len, max)) return 0;
+    *owned = fg_audit_escape(*f, len, max, truncated);
+    if (!*owned) return FG_ENOMEM;
+    *f = *owned;
+    return 0;
+}
+
+/* Point the fields of `a` at escaped copies (kept in owned[4]); `sv` keeps the
+ * caller's pointers for restore_text. */
+static int clean_text(fg_audit_t *a, saved_text_t *sv, char *owned[4])
+{
+    for (int i = 0; i < 4; i++) owned[i] = NULL;
+    sv->method = a->method;
+    sv->path = a->path;
+    sv->client = a->client;
+    sv->detail = a->detail;
+    sv->path_truncated = a->path_truncated;
+    bool cut = false;
+    int rc = clean_field(&a->method, 0, NULL, &owned[0]);
+    if (!rc) rc = clean_field(&a->path, FG_AUDIT_PATH_MAX, &cut, &owned[1]);
+    if (!rc) rc = clean_field(&a->client, 0, NULL, &owned[2]);
+    if (!rc) rc = clean_field(&a->detail, FG_AUDIT_DETAIL_MAX, NULL, &owned[3]);
+    a->path_truncated = a->path_truncated || cut;
+    return rc;
+}
+
+static void restore_text(fg_audit_t *a, const saved_text_t *sv, char *owned[4])
+{
+    a->method = sv->method;
+    a->path = sv->path;
+    a->client = sv->client;
+    a->detail = sv->detail;
+    a->path_truncated = sv->path_truncated;
+    for (int i = 0; i < 4; i++) free(owned[i]);
 }
 
 int fg_store_check(fg_store_t *s, fg_check_t *checks, size_t n)
 {
-    int rc = ensure(s);
-    if (rc) return rc;
-    if (n == 0) return 0;
-    return after(s, s->be->check(s, checks, n));
+    if (n > FG_STORE_BATCH_MAX)
+        return fg_store_seterr(s, FG_EINVAL, "a batch of %zu checks is too large", n);
+    int rc = begin(s);
+    if (rc || n == 0) return rc;
+    saved_text_t sv[FG_STORE_BATCH_MAX];
+    char *owned[FG_STORE_BATCH_MAX][4];
+    size_t cleaned = 0;
+    for (; cleaned < n && !rc; cleaned++)
+        rc = clean_text(&checks[cleaned].audit, &sv[cleaned], owned[cleaned]);
+    if (!rc)
+        rc = after(s, s->be->check(s, checks, n));
+    else
+        fg_store_seterr(s, rc, "out of memory escaping audit text");
+    for (size_t i = 0; i < cleaned; i++) {
+        /* keep what the store assigned to the template */
+        int64_t t = checks[i].audit.time_ms;
+        restore_text(&checks[i].audit, &sv[i], owned[i]);
+        checks[i].audit.time_ms = t;
+    }
+    return rc;
 }
 
 int fg_store_get(fg_store_t *s, const char *resource, uint64_t *hwm)
 {
-    int rc = ensure(s);
+    int rc = begin(s);
     return rc ? rc : after(s, s->be->get(s, resource, hwm));
 }
 
 int fg_store_audit_append(fg_store_t *s, fg_audit_t *rec)
 {
-    int rc = ensure(s);
-    return rc ? rc : after(s, s->be->audit_append(s, rec));
+    int rc = begin(s);
+    if (rc) return rc;
+    saved_text_t sv;
+    char *owned[4] = {0};
+    rc = clean_text(rec, &sv, owned);
+    bool cut = rec->path_truncated;
+    if (!rc) rc = after(s, s->be->audit_append(s, rec));
+    restore_text(rec, &sv, owned);
+    rec->path_truncated = cut;
+    return rc;
 }
 
 int fg_store_audit_query(fg_store_t *s, const fg_audit_query_t *q, fg_audit_list_t *out)
 {
     memset(out, 0, sizeof *out);
-    int rc = ensure(s);
+    if (q->before_id && q->after_id)
+        return fg_store_seterr(s, FG_EINVAL, "cursor and after cannot be combined");
+    int rc = begin(s);
     if (rc) return rc;
     rc = after(s, s->be->audit_query(s, q, out));
     if (rc) fg_audit_list_free(out);
@@ -249,14 +417,35 @@ int fg_store_audit_purge(fg_store_t *s, int64_t older_than_ms, uint64_t keep_max
                          size_t *deleted)
 {
     *deleted = 0;
-    int rc = ensure(s);
+    int rc = begin(s);
     return rc ? rc : after(s, s->be->audit_purge(s, older_than_ms, keep_max, batch, deleted));
 }
 
 int fg_store_ping(fg_store_t *s)
 {
-    int rc = ensure(s);
+    int rc = begin(s);
     return rc ? rc : after(s, s->be->ping(s));
+}
+
+int fg_store_set_hwm(fg_store_t *s, fg_set_hwm_t *op)
+{
+    int rc = begin(s);
+    if (rc) return rc;
+    saved_text_t sv;
+    char *owned[4] = {0};
+    op->audit.reason = FG_REASON_RESET;
+    rc = clean_text(&op->audit, &sv, owned);
+    if (!rc) rc = after(s, s->be->set_hwm(s, op));
+    restore_text(&op->audit, &sv, owned);
+    return rc;
+}
+
+int fg_store_durability(fg_store_t *s, fg_durability_t *d)
+{
+    int rc = begin(s);
+    /* a store refused as not durable still tells what it has */
+    *d = s->dur;
+    return rc;
 }
 
 const char *fg_store_errstr(const fg_store_t *s)

@@ -18,6 +18,7 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -488,14 +489,19 @@ static char *replace_all(const char *s, const char *what, const char *with)
     return out;
 }
 
+/* FG_TEST_GATEWAY_BIN runs the tests against another build (e.g. to show
+ * that a test fails without a fix). */
+static const char *gateway_bin(void)
+{
+    const char *b = getenv("FG_TEST_GATEWAY_BIN");
+    return b && b[0] ? b : FG_BIN_GATEWAY;
+}
+
 static void gateway_spawn(fgt_gateway_t *g)
 {
     char log[600];
     snprintf(log, sizeof log, "%s/gateway.log", g->dir);
-    /* FGT_GATEWAY_BIN runs the tests against another build (e.g. an older
-     * commit, to show a regression test fails there) */
-    const char *bin = getenv("FGT_GATEWAY_BIN") ? getenv("FGT_GATEWAY_BIN") : FG_BIN_GATEWAY;
-    char *argv[] = {(char *)bin, (char *)"-c", g->conf, NULL};
+    char *argv[] = {(char *)gateway_bin(), (char *)"-c", g->conf, NULL};
     g->proc = fgt_spawn(argv, log);
     char url[128];
     snprintf(url, sizeof url, "%s/healthz", g->admin_url);
@@ -516,7 +522,45 @@ static void gateway_spawn(fgt_gateway_t *g)
     cr_assert_fail("gateway did not come up:\n%s", text ? text : "");
 }
 
+static void gateway_write_conf(fgt_gateway_t *g, const char *config);
+
+int fgt_gateway_start_fail(fgt_gateway_t *g, const char *config, char **log)
+{
+    gateway_write_conf(g, config);
+    char logf[600];
+    snprintf(logf, sizeof logf, "%s/gateway.log", g->dir);
+    char *argv[] = {(char *)gateway_bin(), (char *)"-c", g->conf, NULL};
+    g->proc = fgt_spawn(argv, logf);
+    int status = -1;
+    for (int waited = 0; waited < 10000; waited += 20) {
+        if (waitpid(g->proc.pid, &status, WNOHANG) == g->proc.pid) {
+            for (size_t i = 0; i < MAX_CHILDREN; i++)
+                if (children[i] == g->proc.pid) children[i] = 0;
+            g->proc.pid = 0;
+            *log = fgt_read_file(logf);
+            return status;
+        }
+        sleep_ms(20);
+    }
+    char *text = fgt_read_file(logf);
+    cr_assert_fail("gateway did not refuse to start:\n%s", text ? text : "");
+    return -1;
+}
+
+char *fgt_gateway_log(const fgt_gateway_t *g)
+{
+    char logf[600];
+    snprintf(logf, sizeof logf, "%s/gateway.log", g->dir);
+    return fgt_read_file(logf);
+}
+
 void fgt_gateway_start(fgt_gateway_t *g, const char *config)
+{
+    gateway_write_conf(g, config);
+    gateway_spawn(g);
+}
+
+static void gateway_write_conf(fgt_gateway_t *g, const char *config)
 {
     memset(g, 0, sizeof *g);
     snprintf(g->dir, sizeof g->dir, "%s", fgt_tmpdir());
@@ -539,7 +583,6 @@ void fgt_gateway_start(fgt_gateway_t *g, const char *config)
     free(a);
     free(b);
     free(c);
-    gateway_spawn(g);
 }
 
 void fgt_gateway_restart(fgt_gateway_t *g)
@@ -725,4 +768,188 @@ char *fgt_raw_request(int port, const char *bytes, size_t len, int timeout_ms)
     }
     close(fd);
     return b.p ? b.p : strdup("");
+}
+
+/* ---- misbehaving TCP proxy ---- */
+
+#define PROXY_CONNS 16
+
+typedef struct pconn {
+    int cfd, sfd; /* -1 when unused */
+    char buf[65536];
+    size_t len, off; /* server-to-client bytes waiting */
+    uint64_t next_ms;
+} pconn_t;
+
+struct fgt_proxy {
+    int lfd, port, target;
+    int trickle_ms; /* atomic */
+    pthread_mutex_t mu;
+    char inject[256];
+    size_t inject_len;
+    bool inject_pending[PROXY_CONNS];
+    bool stop; /* atomic */
+    pthread_t th;
+    pconn_t c[PROXY_CONNS];
+};
+
+static uint64_t proxy_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void pconn_close(pconn_t *c)
+{
+    if (c->cfd >= 0) close(c->cfd);
+    if (c->sfd >= 0) close(c->sfd);
+    c->cfd = c->sfd = -1;
+    c->len = c->off = 0;
+}
+
+static void proxy_accept(fgt_proxy_t *p)
+{
+    int cfd = accept(p->lfd, NULL, NULL);
+    if (cfd < 0) return;
+    int sfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->target)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (sfd < 0 || connect(sfd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(cfd);
+        if (sfd >= 0) close(sfd);
+        return;
+    }
+    for (int i = 0; i < PROXY_CONNS; i++)
+        if (p->c[i].cfd < 0) {
+            p->c[i].cfd = cfd;
+            p->c[i].sfd = sfd;
+            p->c[i].len = p->c[i].off = 0;
+            return;
+        }
+    close(cfd);
+    close(sfd);
+}
+
+static void *proxy_main(void *arg)
+{
+    fgt_proxy_t *p = arg;
+    while (!__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) {
+        struct pollfd fds[1 + 2 * PROXY_CONNS];
+        int idx[1 + 2 * PROXY_CONNS], n = 0;
+        fds[n] = (struct pollfd){p->lfd, POLLIN, 0};
+        idx[n++] = -1;
+        int trickle = __atomic_load_n(&p->trickle_ms, __ATOMIC_ACQUIRE);
+        uint64_t now = proxy_now();
+        int timeout = 20;
+        for (int i = 0; i < PROXY_CONNS; i++) {
+            pconn_t *c = &p->c[i];
+            if (c->cfd < 0) continue;
+            fds[n] = (struct pollfd){c->cfd, POLLIN, 0};
+            idx[n++] = i;
+            if (c->off == c->len) {
+                fds[n] = (struct pollfd){c->sfd, POLLIN, 0};
+                idx[n++] = 100 + i;
+            }
+        }
+        poll(fds, (nfds_t)n, timeout);
+        for (int k = 0; k < n; k++) {
+            if (!fds[k].revents) continue;
+            if (idx[k] == -1) {
+                proxy_accept(p);
+                continue;
+            }
+            int i = idx[k] % 100;
+            pconn_t *c = &p->c[i];
+            if (c->cfd < 0) continue;
+            char tmp[65536];
+            if (idx[k] < 100) { /* client to server: at once */
+                ssize_t r = read(c->cfd, tmp, sizeof tmp);
+                if (r <= 0 || write(c->sfd, tmp, (size_t)r) != r) pconn_close(c);
+            } else { /* server to client: buffered */
+                ssize_t r = read(c->sfd, c->buf, sizeof c->buf);
+                if (r <= 0) {
+                    pconn_close(c);
+                    continue;
+                }
+                c->len = (size_t)r;
+                c->off = 0;
+                pthread_mutex_lock(&p->mu);
+                if (p->inject_pending[i]) {
+                    p->inject_pending[i] = false;
+                    ssize_t w = write(c->cfd, p->inject, p->inject_len);
+                    (void)w;
+                }
+                pthread_mutex_unlock(&p->mu);
+            }
+        }
+        now = proxy_now();
+        for (int i = 0; i < PROXY_CONNS; i++) {
+            pconn_t *c = &p->c[i];
+            if (c->cfd < 0 || c->off == c->len) continue;
+            if (trickle == 0) {
+                ssize_t w = write(c->cfd, c->buf + c->off, c->len - c->off);
+                if (w <= 0)
+                    pconn_close(c);
+                else
+                    c->off += (size_t)w;
+            } else if (now >= c->next_ms) {
+                ssize_t w = write(c->cfd, c->buf + c->off, 1);
+                if (w <= 0)
+                    pconn_close(c);
+                else
+                    c->off++;
+                c->next_ms = now + (uint64_t)trickle;
+            }
+        }
+    }
+    return NULL;
+}
+
+fgt_proxy_t *fgt_proxy_start(int target_port)
+{
+    fgt_proxy_t *p = calloc(1, sizeof *p);
+    cr_assert(p);
+    for (int i = 0; i < PROXY_CONNS; i++) p->c[i].cfd = p->c[i].sfd = -1;
+    p->target = target_port;
+    pthread_mutex_init(&p->mu, NULL);
+    p->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    cr_assert(bind(p->lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(p->lfd, 16) == 0);
+    getsockname(p->lfd, (struct sockaddr *)&a, &al);
+    p->port = ntohs(a.sin_port);
+    cr_assert(pthread_create(&p->th, NULL, proxy_main, p) == 0);
+    return p;
+}
+
+int fgt_proxy_port(const fgt_proxy_t *p)
+{
+    return p->port;
+}
+
+void fgt_proxy_trickle(fgt_proxy_t *p, int ms_per_byte)
+{
+    __atomic_store_n(&p->trickle_ms, ms_per_byte, __ATOMIC_RELEASE);
+}
+
+void fgt_proxy_inject(fgt_proxy_t *p, const char *bytes, size_t len)
+{
+    pthread_mutex_lock(&p->mu);
+    if (len > sizeof p->inject) len = sizeof p->inject;
+    memcpy(p->inject, bytes, len);
+    p->inject_len = len;
+    for (int i = 0; i < PROXY_CONNS; i++) p->inject_pending[i] = p->c[i].cfd >= 0;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void fgt_proxy_stop(fgt_proxy_t *p)
+{
+    __atomic_store_n(&p->stop, true, __ATOMIC_RELEASE);
+    pthread_join(p->th, NULL);
+    for (int i = 0; i < PROXY_CONNS; i++) pconn_close(&p->c[i]);
+    close(p->lfd);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
 }

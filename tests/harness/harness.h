@@ -105,6 +105,19 @@ void fgt_pg_restart(fgt_pg_t *pg);
  * (malloc'd, NULL when no row). Aborts the test on an error. */
 char *fgt_pg_query(const char *url, const char *sql);
 
+/* ---- a TCP proxy that can misbehave (tests of store deadlines) ---- */
+/* Forwards 127.0.0.1:port to 127.0.0.1:target_port on its own thread (at most
+ * 16 connections at a time). Client-to-server bytes always pass at once;
+ * server-to-client bytes pass at once until fgt_proxy_trickle() sets a delay,
+ * then one byte per delay. fgt_proxy_inject() puts bytes in front of the next
+ * server-to-client data of every connection open at that moment. */
+typedef struct fgt_proxy fgt_proxy_t;
+fgt_proxy_t *fgt_proxy_start(int target_port);
+int fgt_proxy_port(const fgt_proxy_t *p);
+void fgt_proxy_trickle(fgt_proxy_t *p, int ms_per_byte); /* 0: full speed */
+void fgt_proxy_inject(fgt_proxy_t *p, const char *bytes, size_t len);
+void fgt_proxy_stop(fgt_proxy_t *p);
+
 /* ---- gateway ---- */
 typedef struct fgt_gateway {
     fgt_proc_t proc;
@@ -123,6 +136,12 @@ void fgt_gateway_start(fgt_gateway_t *g, const char *config);
 void fgt_gateway_restart(fgt_gateway_t *g);
 /* SIGTERM and wait; returns the exit status. */
 int fgt_gateway_stop(fgt_gateway_t *g);
+/* Write `config` (placeholders as above) and run the gateway expecting it to
+ * refuse to start: returns its exit status (waitpid form) and its log
+ * (malloc'd) in *log. Aborts the test when it is still running after 10 s. */
+int fgt_gateway_start_fail(fgt_gateway_t *g, const char *config, char **log);
+/* The gateway's log so far (malloc'd). */
+char *fgt_gateway_log(const fgt_gateway_t *g);
 
 /* ---- HTTP client (libcurl) ---- */
 typedef struct fgt_resp {
