@@ -297,7 +297,7 @@ Test(config, more_errors_at_their_line)
     load_err("[gateway]\nupstream = https://h\n",
              "t.conf:2: upstream: 'https://h': https upstreams are not supported");
     load_err("[gateway]\nupstream = http://user:pw@h\n",
-             "t.conf:2: upstream: 'http://user:pw@h': credentials in the upstream URL");
+             "t.conf:2: upstream: 'http://user:***@h': credentials in the upstream URL");
     static const char *const good_urls[] = {"http://h", "http://h:443/p/q", "http://h:1/",
                                             "http://[::1]:80", "http://h:65535"};
     for (size_t i = 0; i < sizeof good_urls / sizeof *good_urls; i++) {
