@@ -93,33 +93,12 @@ static const char *reason_phrase(int status)
     }
 }
 
-/* Refusal log lines are rate-limited: a flood of bad requests must not become
- * a flood on stderr. At most LOG_BURST lines per second per engine; the lines
- * left out are counted and reported in the next line that is written. */
-#define LOG_BURST 50
-
-static __thread uint64_t log_window;
-static __thread unsigned log_in_window, log_suppressed;
-
 static void log_step0(const fg_conn_t *c, int status, const char *type, const char *detail,
                       const char *reqid)
 {
-    uint64_t sec = fg_now_mono_ms() / 1000;
-    if (sec != log_window) {
-        log_window = sec;
-        log_in_window = 0;
-    }
-    if (++log_in_window > LOG_BURST) {
-        log_suppressed++;
-        return;
-    }
     json_t *f = json_pack("{s:i,s:s,s:s,s:s,s:s}", "status", status, "type", type, "detail", detail,
                           "client", c->client, "request_id", reqid);
-    if (f && log_suppressed) {
-        json_object_set_new(f, "suppressed_before", json_integer(log_suppressed));
-        log_suppressed = 0;
-    }
-    fg_log(FG_LOG_WARN, "request refused at step 0", f);
+    fg_log_refusal(FG_LOG_WARN, "request refused at step 0", f);
 }
 
 /* Write a complete problem answer and half-close; MHD must not be writing. */

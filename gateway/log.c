@@ -69,6 +69,28 @@ void fg_log(fg_log_level_t lvl, const char *msg, json_t *fields)
     free(buf);
 }
 
+static __thread uint64_t refusal_window;
+static __thread unsigned refusals_in_window, refusals_suppressed;
+
+void fg_log_refusal(fg_log_level_t lvl, const char *msg, json_t *fields)
+{
+    uint64_t sec = fg_now_mono_ms() / 1000;
+    if (sec != refusal_window) {
+        refusal_window = sec;
+        refusals_in_window = 0;
+    }
+    if (++refusals_in_window > FG_LOG_REFUSALS_PER_S) {
+        refusals_suppressed++;
+        json_decref(fields);
+        return;
+    }
+    if (fields && refusals_suppressed) {
+        json_object_set_new(fields, "suppressed_before", json_integer(refusals_suppressed));
+        refusals_suppressed = 0;
+    }
+    fg_log(lvl, msg, fields);
+}
+
 void fg_logf(fg_log_level_t lvl, const char *fmt, ...)
 {
     char msg[1024];

@@ -28,6 +28,19 @@ void fg_log_set_level(fg_log_level_t lvl);
  */
 void fg_log(fg_log_level_t lvl, const char *msg, json_t *fields);
 
+/*
+ * Refusal lines are rate-limited, so that a flood of bad requests is not also
+ * a flood on stderr: at most FG_LOG_REFUSALS_PER_S lines a second per thread
+ * (each engine is one thread). Lines left out are counted, and the next line
+ * written carries "suppressed_before": N. Takes `fields` like fg_log.
+ */
+#define FG_LOG_REFUSALS_PER_S 50
+void fg_log_refusal(fg_log_level_t lvl, const char *msg, json_t *fields);
+
+/* Longest path written into a log line or an audit record; longer ones are
+ * cut (and say so). */
+#define FG_LOG_PATH_MAX 1024
+
 /* printf-style convenience for lines without structured fields. */
 void fg_logf(fg_log_level_t lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -624,13 +624,20 @@ static void access_log(fg_req_t *r)
         FG_OUTCOMES(FG_OUTCOME_NAME)
 #undef FG_OUTCOME_NAME
     };
+    const char *path = r->d.path ? r->d.path : r->raw;
+    size_t plen = strlen(path);
     json_t *f = json_pack(
-        "{s:s,s:s,s:s,s:i,s:s,s:s?,s:s?,s:s?,s:s,s:I,s:s}", "request_id", r->reqid, "method",
-        r->method, "path", r->d.path ? r->d.path : r->raw, "status", r->status, "outcome",
-        outcome_names[r->outcome], "policy", r->d.policy ? r->d.policy->name : NULL, "resource",
-        r->d.key, "token", r->d.has_token ? tok : NULL, "client", r->client, "ms",
+        "{s:s,s:s,s:s%,s:i,s:s,s:s?,s:s?,s:s?,s:s,s:I,s:s}", "request_id", r->reqid, "method",
+        r->method, "path", path, plen > FG_LOG_PATH_MAX ? (size_t)FG_LOG_PATH_MAX : plen, "status",
+        r->status, "outcome", outcome_names[r->outcome], "policy",
+        r->d.policy ? r->d.policy->name : NULL, "resource", r->d.key, "token",
+        r->d.has_token ? tok : NULL, "client", r->client, "ms",
         (json_int_t)(fg_now_mono_ms() - r->t_start), "end", r->status ? "ok" : "aborted");
-    fg_log(refused ? FG_LOG_WARN : FG_LOG_INFO, "request", f);
+    if (f && plen > FG_LOG_PATH_MAX) json_object_set_new(f, "path_truncated", json_true());
+    if (refused)
+        fg_log_refusal(FG_LOG_WARN, "request", f);
+    else
+        fg_log(FG_LOG_INFO, "request", f);
 }
 
 static void on_gone(fg_req_t *r)

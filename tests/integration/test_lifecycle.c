@@ -171,3 +171,37 @@ Test(lifecycle, audit_retention, .timeout = 90)
     cr_assert_str_eq(hwm, "50", "retention never touches high-water marks");
     env_stop(&E);
 }
+
+/* A flood of refused writes does not flood stderr: at most 50 refusal lines a
+ * second, and the next line written says how many were left out. */
+Test(lifecycle, refusal_logs_are_rate_limited, .timeout = 120)
+{
+    env_start(&E, STORE_SQLITE, 0, "access_log = off\nworkers = 1\n", NULL); /* one limiter */
+    /* the gateway counts per second of the same monotonic clock */
+    uint64_t first_sec = fg_now_mono_ms() / 1000;
+    int sent = 0;
+    for (; sent < 600; sent++) cr_assert_eq(put_tok(&E, "/orders/flood", NULL, "v"), 428);
+    /* one more refusal, in a later second, carries the count of the left-out lines */
+    uint64_t t1 = fg_now_mono_ms() / 1000;
+    while (fg_now_mono_ms() / 1000 == t1) usleep(10 * 1000);
+    cr_assert_eq(put_tok(&E, "/orders/flood", NULL, "v"), 428);
+    uint64_t secs = fg_now_mono_ms() / 1000 - first_sec + 1; /* seconds the flood touched */
+    int lines = 0;
+    long suppressed = 0;
+    for (int tries = 0; tries < 100; tries++) {
+        char *log = fgt_read_file(E.gw.proc.log);
+        lines = 0;
+        suppressed = 0;
+        for (char *p = log; p && (p = strstr(p, "\"msg\":\"request\"")); p++) lines++;
+        for (char *p = log; p && (p = strstr(p, "\"suppressed_before\":")); p++)
+            suppressed += strtol(p + 20, NULL, 10);
+        free(log);
+        if (lines + suppressed >= sent + 1) break;
+        usleep(50 * 1000);
+    }
+    fprintf(stderr, "%d refusals over %llu clock seconds: %d lines, %ld suppressed\n", sent + 1,
+            (unsigned long long)secs, lines, suppressed);
+    cr_assert_leq(lines, (int)(50 * secs), "more than 50 refusal lines a second");
+    cr_assert_eq(lines + suppressed, sent + 1, "every refusal is a line or counted");
+    env_stop(&E);
+}
