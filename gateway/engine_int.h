@@ -248,7 +248,8 @@ struct fg_req {
     fg_lane_waiter_t lw;
     fg_tq_item_t timer; /* in q_lane or q_body */
     fg_job_t job;
-    fg_upx_t *up; /* the upstream transfer while attached */
+    fg_upx_t *up;     /* the upstream transfer while attached */
+    int64_t body_len; /* the client's framing: Content-Length, -1 chunked, -2 none */
     /* the body clock (step 0): time spent waiting for the client */
     uint64_t body_bytes, body_active_ms, body_since;
     /* the answer */
@@ -327,6 +328,7 @@ struct fg_upx {
     size_t frame_len, frame_off, chunk_left;
     bool chunks_sent, final_sent;
     bool body_eof;  /* the client's body is complete */
+    bool no_body;   /* the request has no body at all */
     bool body_room; /* body bytes left the ring: the request may go on */
     /* the answer */
     fg_ring_t down;

@@ -494,6 +494,7 @@ static int64_t body_length(fg_req_t *r)
 static enum MHD_Result start_forward(fg_req_t *r)
 {
     int64_t len = body_length(r);
+    r->body_len = len;
     if (fg_upx_start(r, len) != 0) {
         release_lane(r);
         refuse(r, 502, "upstream-error", "Upstream error", FG_OUT_UPSTREAM_ERROR,
@@ -528,6 +529,13 @@ static enum MHD_Result cut_client(fg_req_t *r, int status, const char *type, con
 static enum MHD_Result on_body(fg_req_t *r, const char *data, size_t *len)
 {
     const fg_config_t *cfg = cfg_of(r);
+    if (r->body_len == -2 || r->body_len == 0) {
+        /* libmicrohttpd hands over body bytes for a request whose framing has
+         * none (it did so for a bodyless Expect: 100-continue, now refused at
+         * step 0): they can only be the next request's. Never forward them. */
+        return cut_client(r, 400, "malformed-request", "Malformed request",
+                          "body bytes on a request whose framing has no body");
+    }
     uint64_t now = fg_now_mono_ms();
     r->body_bytes += *len;
     uint64_t active = r->body_active_ms + (now - r->body_since);

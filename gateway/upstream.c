@@ -1021,7 +1021,7 @@ int fg_upx_start(fg_req_t *r, int64_t content_length)
         return 0; /* launched when the body is complete */
     }
     if (content_length != -2 && !u->up.p && !(u->up.p = malloc(FG_RING_CAP))) goto fail;
-    if (content_length == -2) u->body_eof = true;
+    if (content_length == -2) u->body_eof = u->no_body = true;
     rc = launch(u);
     if (rc == 0) return 0;
 fail:
@@ -1042,6 +1042,7 @@ size_t fg_upx_body(fg_upx_t *u, const char *data, size_t len)
         u->small_len += n;
         return n;
     }
+    if (u->no_body || !u->up.p) return 0; /* a transfer without a body takes none */
     /* Take all that fits; writing to the upstream may make more room. Stop
      * only with the ring full and the socket blocked: then EPOLLOUT comes,
      * and with it the request's resume (fg_upx_event). */

@@ -33,10 +33,12 @@
  *   framing: at most one Transfer-Encoding, exactly "chunked" (any case, no
  *     other bytes), never with Content-Length and never in HTTP/1.0; every
  *     Content-Length all digits (nothing else, as MHD reads it), fitting in
- *     63 bits, and all of them equal; an HTTP/1.1 request has exactly one Host, HTTP/1.0 at most
- * one; chunked body: chunk-size = 1..16 HEXDIG, then optionally ";" and extension bytes (VCHAR /
- * obs-text / SP / HTAB), CRLF; data; CRLF; the last chunk is followed by trailer field lines (same
- * rules as fields) and an empty line.
+ *     63 bits, and all of them equal; an HTTP/1.1 request has exactly one
+ *     Host, HTTP/1.0 at most one; Expect only on a request with a body;
+ *   chunked body: chunk-size = 1..16 HEXDIG, then optionally ";" and
+ *     extension bytes (VCHAR / obs-text / SP / HTAB), CRLF; data; CRLF; the
+ *     last chunk is followed by trailer field lines (same rules as fields) and
+ *     an empty line.
  */
 #ifndef FG_WIRE_H
 #define FG_WIRE_H
@@ -68,7 +70,7 @@ typedef struct fg_wire {
     uint8_t fstate;   /* progress inside that field's value */
     uint8_t name_len; /* bytes of the field name kept in `name` */
     uint8_t te_seen, host_seen;
-    bool cl_seen, trailer, v10;
+    bool cl_seen, trailer, v10, expect_seen;
     char name[20];     /* lower-cased start of the current field name */
     uint32_t line_len; /* bytes of the current line or part */
     uint32_t head_len; /* bytes of the current head */
@@ -83,6 +85,8 @@ typedef struct fg_wire {
                                   `begun` began; SIZE_MAX if it began earlier */
     fg_wire_framing_t framing; /* of the last complete head */
     uint64_t length;           /* its Content-Length (FG_WIRE_LENGTH) */
+    uint64_t body;             /* body bytes of the current (or last) message so far:
+                                  Content-Length bytes, or chunk data without framing */
     int status;                /* after an error: 400, 414 or 431 */
     const char *reason;        /* after an error: static text for the problem detail */
 } fg_wire_t;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz.sh -- build and run the libFuzzer harnesses of tests/fuzz (README "Fuzzing").
 #
-#   tools/fuzz.sh [--ci] [path|token|pattern|config ...]
+#   tools/fuzz.sh [--ci] [path|token|pattern|config|front ...]
 #
 # Installs what is missing (clang-14 and its runtimes), builds build-fuzz with
 # CC=clang-14 -DFG_FUZZ=ON, then runs the harnesses one after another (never
@@ -20,12 +20,12 @@ NAMES=()
 for a in "$@"; do
   case $a in
     --ci) CI_MODE=1 ;;
-    path | token | pattern | config) NAMES+=("$a") ;;
+    path | token | pattern | config | front) NAMES+=("$a") ;;
     -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "fuzz.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done
-((${#NAMES[@]})) || NAMES=(path token pattern config)
+((${#NAMES[@]})) || NAMES=(path token pattern config front)
 if ((CI_MODE)); then SECONDS_EACH=${FUZZ_SECONDS:-15}; else SECONDS_EACH=${FUZZ_SECONDS:-300}; fi
 BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
 
@@ -35,6 +35,7 @@ declare -A MAX_LEN=(
   [token]=48      # 20 digits is the longest token; a little more shows the refusals
   [pattern]=2200  # past FG_PATTERN_SEG_MAX (1024) for one literal segment
   [config]=4096   # many lines of at most 198 characters
+  [front]=4096    # a few pipelined requests, with bodies
 )
 
 . tools/ensure-packages.sh

@@ -44,6 +44,9 @@ static const ok_case_t ok_cases[] = {
      "PUT /c HTTP/1.1\r\n" H "Content-Length: 1\r\n\r\nz",
      3},
     {"GET / HTTP/1.1\r\nX-Host-Like: a/b@c\r\n" H "\r\n", 1},
+    {"PUT / HTTP/1.1\r\n" H "Expect: 100-continue\r\nContent-Length: 1\r\n\r\nx", 1},
+    {"PUT / HTTP/1.1\r\n" H "expect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     1},
 };
 
 static const bad_case_t bad_cases[] = {
@@ -121,6 +124,12 @@ static const bad_case_t bad_cases[] = {
     {"\r\rGET / HTTP/1.1\r\n" H "\r\n", 400, "CR not followed by LF", 1},
     {"ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJ / HTTP/1.1\r\n" H "\r\n", 400, "method too long",
      SIZE_MAX},
+    /* RFC 9110 section 10.1.1: no 100-continue without content (MHD 0.9.75
+     * would give the next pipelined request to this one as its body) */
+    {"GET / HTTP/1.1\r\n" H "Expect: 100-continue\r\n\r\nDELETE /x HTTP/1.1\r\n" H "\r\n", 400,
+     "Expect on a request without a body", SIZE_MAX},
+    {"PUT / HTTP/1.1\r\n" H "Expect: 100-continue\r\nContent-Length: 0\r\n\r\n", 400,
+     "Expect on a request without a body", SIZE_MAX},
     /* a good message, then a bad one: the error is in the second */
     {"GET /a HTTP/1.1\r\n" H "\r\nGET /b HTTP/1.1\r\n" H "X: \x01\r\n\r\n", 400,
      "control character", SIZE_MAX},
