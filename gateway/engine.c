@@ -59,11 +59,19 @@ void fg_engine_post(fg_req_t *r, int msg)
     }
 }
 
+void fg_engine_wake(fg_engine_t *e)
+{
+    uint64_t one = 1;
+    ssize_t w = write(e->evfd, &one, sizeof one);
+    (void)w;
+}
+
 static void process_inbox(fg_engine_t *e)
 {
     uint64_t v;
     ssize_t rd = read(e->evfd, &v, sizeof v);
     (void)rd;
+    fg_sloop_connected(e->sloop);
     pthread_mutex_lock(&e->inbox_mu);
     fg_req_t *list = e->inbox_head;
     e->inbox_head = e->inbox_tail = NULL;
@@ -148,6 +156,7 @@ static void sweep(fg_engine_t *e, uint64_t now)
         fg_upx_grace_over(FG_CONTAINER(it, fg_upx_t, timer));
     while ((it = e->q_linger.head) && it->at + LINGER_MS <= now)
         linger_end(e, FG_CONTAINER(it, lingerer_t, timer));
+    fg_sloop_tick(e->sloop, now, cfg->state_timeout_ms);
     fg_cfgref_put(ref);
 }
 
@@ -186,6 +195,9 @@ static void *engine_main(void *arg)
             case TAG_LINGER:
                 linger_read(e, (lingerer_t *)(uintptr_t)(d >> 8));
                 break;
+            case TAG_STORE:
+                fg_sloop_event((fg_sloop_t *)(uintptr_t)(d >> 8), evs[i].events);
+                break;
             default:
                 break; /* TAG_MHD: MHD_run below */
             }
@@ -198,10 +210,12 @@ static void *engine_main(void *arg)
         /* Every round, and after everything that may resume a connection: in
          * external-epoll mode MHD only notices a resume inside MHD_run. */
         MHD_run(e->d);
+        fg_sloop_flush(e->sloop); /* every check of this round leaves in one write */
         fg_upx_reap(e);
     }
     /* Past the drain deadline: end what is left so the daemon can stop cleanly
      * (MHD aborts on a suspended connection at stop). */
+    fg_sloop_abort(e->sloop);
     for (fg_req_t *r = e->reqs, *next; r; r = next) {
         next = r->next;
         fg_req_shutdown(r);
@@ -264,6 +278,13 @@ int fg_engine_create(fg_gateway_t *gw, unsigned id, fg_engine_t **out, char *err
         snprintf(err, err_len, "cannot watch the inbox");
         return FG_EIO;
     }
+    fg_store_opts_t so = fg_gateway_store_opts(gw);
+    int src = fg_sloop_new(e, gw->boot->state, &so, &e->sloop);
+    if (src) {
+        snprintf(err, err_len, "cannot open the state store for the event loop");
+        return src;
+    }
+    fg_sloop_start(e->sloop);
     return fg_upx_init(e);
 }
 
@@ -307,6 +328,8 @@ void fg_engine_free(fg_engine_t *e)
     e->inbox_head = e->inbox_tail = NULL;
     pthread_mutex_unlock(&e->inbox_mu);
     fg_upx_free_all(e);
+    fg_sloop_free(e->sloop); /* the store threads are stopped: no connect job is out */
+    e->sloop = NULL;
     while (e->reqs) {
         fg_req_t *r = e->reqs;
         r->job_out = r->lane_wait = false;

@@ -38,6 +38,7 @@ typedef struct fg_req fg_req_t;
 typedef struct fg_upx fg_upx_t;
 typedef struct fg_upconn fg_upconn_t;
 typedef struct fg_upside fg_upside_t;
+typedef struct fg_sloop fg_sloop_t;
 
 /* ------------------------------------------------------------------ */
 /* timer queues                                                         */
@@ -101,7 +102,7 @@ static inline void fg_tq_put(fg_tq_t *q, fg_tq_item_t *it, uint64_t at)
 /* ------------------------------------------------------------------ */
 /* the engine                                                           */
 
-enum { TAG_MHD = 1, TAG_INBOX, TAG_UPSTREAM, TAG_LINGER };
+enum { TAG_MHD = 1, TAG_INBOX, TAG_UPSTREAM, TAG_LINGER, TAG_STORE };
 
 struct fg_engine {
     fg_gateway_t *gw;
@@ -109,6 +110,7 @@ struct fg_engine {
     int ep, evfd, lfd, mhd_ep;
     struct MHD_Daemon *d;
     struct fg_upside *ups; /* upstream.c: origins and pooled connections */
+    fg_sloop_t *sloop;     /* storeloop.c: checks on this loop (Redis), or NULL */
     pthread_t th;
     bool started;
     pthread_mutex_t inbox_mu;
@@ -199,8 +201,10 @@ bool fg_front_hook_linked(void);
 /* Keep a socket MHD is closing open for a while and drain it, so that a
  * client still sending does not turn our last answer into a reset. */
 void fg_engine_linger(fg_engine_t *e, int fd);
-/* Wake the engine's loop from another thread after posting to its inbox. */
+/* Post `msg` for `r` to its engine's inbox (any thread) and wake the loop. */
 void fg_engine_post(fg_req_t *r, int msg);
+/* Wake the engine's loop (any thread). */
+void fg_engine_wake(fg_engine_t *e);
 
 /* ------------------------------------------------------------------ */
 /* requests (request.c)                                                 */
@@ -367,5 +371,29 @@ int fg_upx_init(fg_engine_t *e);
 void fg_upx_event(fg_upconn_t *c, uint32_t events);
 void fg_upx_reap(fg_engine_t *e); /* free connections closed in this round */
 void fg_upx_free_all(fg_engine_t *e);
+
+/* ------------------------------------------------------------------ */
+/* checks on the loop (storeloop.c)                                     */
+
+/* For a store with an event-loop mode (Redis): a connection of this engine's
+ * own. *out stays NULL (and 0 is returned) for a store without one. */
+int fg_sloop_new(fg_engine_t *e, const char *url, const fg_store_opts_t *o, fg_sloop_t **out);
+/* Ask for the first connection (a store thread makes it). */
+void fg_sloop_start(fg_sloop_t *sl);
+/* Queue r->job.check on the loop's connection: 0 (the answer comes through
+ * fg_req_inbox), or FG_EUNAVAIL when the connection is not up (then take the
+ * store threads' path). */
+int fg_sloop_check(fg_sloop_t *sl, fg_req_t *r);
+/* End of a loop round: write what was queued. */
+void fg_sloop_flush(fg_sloop_t *sl);
+/* An epoll event on the connection. */
+void fg_sloop_event(fg_sloop_t *sl, uint32_t events);
+/* Take up a connection a store thread made (from the inbox wake-up). */
+void fg_sloop_connected(fg_sloop_t *sl);
+/* Deadlines: fail everything when the oldest check waited state_timeout. */
+void fg_sloop_tick(fg_sloop_t *sl, uint64_t now, uint64_t state_timeout_ms);
+/* Fail every check still waiting (at shutdown, while MHD still runs). */
+void fg_sloop_abort(fg_sloop_t *sl);
+void fg_sloop_free(fg_sloop_t *sl);
 
 #endif

@@ -358,6 +358,11 @@ static void start_check(fg_req_t *r)
     c->max_jump = p->max_jump;
     fill_audit(r, &c->audit,
                p->mode == FG_MODE_REPORT_ONLY ? FG_REASON_REPORT_ONLY : FG_REASON_STALE);
+    if (fg_sloop_check(r->e->sloop, r) == 0) { /* on this loop's own connection */
+        r->job_out = true;
+        r->st = RS_CHECK;
+        return;
+    }
     if (submit(r) != 0) {
         release_lane(r);
         refuse(r, 503, "state-unavailable", "State store unavailable", FG_OUT_STATE_UNAVAILABLE,

@@ -983,6 +983,56 @@ static int rd_durability(fg_store_t *s, fg_durability_t *d)
     return rc;
 }
 
+/* ---- event-loop mode: the same commands and replies, the loop's I/O ---- */
+
+static int rd_loop_fd(fg_store_t *s)
+{
+    rd_t *r = (rd_t *)s;
+    return r->c ? r->c->fd : -1;
+}
+
+static int rd_loop_send(fg_store_t *s, fg_check_t *c)
+{
+    return append_check((rd_t *)s, c);
+}
+
+static int rd_loop_write(fg_store_t *s, bool *more)
+{
+    rd_t *r = (rd_t *)s;
+    int done = 0;
+    /* the socket is nonblocking and REDIS_BLOCK is off: EAGAIN leaves output */
+    if (redisBufferWrite(r->c, &done) != REDIS_OK) return rd_io_err(r, "send");
+    *more = !done;
+    return 0;
+}
+
+static int rd_loop_read(fg_store_t *s)
+{
+    rd_t *r = (rd_t *)s;
+    if (redisBufferRead(r->c) != REDIS_OK) return rd_io_err(r, "read");
+    return 0;
+}
+
+static int rd_loop_reply(fg_store_t *s, fg_check_t *c, int *check_rc)
+{
+    rd_t *r = (rd_t *)s;
+    void *rep = NULL;
+    if (redisGetReplyFromReader(r->c, &rep) != REDIS_OK) {
+        fg_store_seterr(s, FG_EPROTO, "redis: unreadable reply: %s", r->c->errstr);
+        return FG_EPROTO;
+    }
+    if (!rep) return 0;
+    int prc = parse_check_reply(r, c, rep);
+    freeReplyObject(rep);
+    if (prc == FG_ENOTFOUND) { /* SCRIPT FLUSH under us: reconnect reloads it */
+        fg_store_seterr(s, FG_EUNAVAIL, "redis: the fence script vanished (NOSCRIPT)");
+        return FG_EUNAVAIL;
+    }
+    if (prc == FG_EPROTO) return FG_EPROTO; /* the replies are out of step: drop */
+    *check_rc = prc;
+    return 1;
+}
+
 const fg_store_backend_t fg_store_redis = {
     .scheme = "redis",
     .max_pool = 64,
@@ -999,4 +1049,9 @@ const fg_store_backend_t fg_store_redis = {
     .set_hwm = rd_set_hwm,
     .durability = rd_durability,
     .stale = rd_stale,
+    .loop_fd = rd_loop_fd,
+    .loop_send = rd_loop_send,
+    .loop_write = rd_loop_write,
+    .loop_read = rd_loop_read,
+    .loop_reply = rd_loop_reply,
 };

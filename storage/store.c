@@ -357,6 +357,61 @@ static void restore_text(fg_audit_t *a, const saved_text_t *sv, char *owned[4])
     for (int i = 0; i < 4; i++) free(owned[i]);
 }
 
+/* ---- event-loop mode ---- */
+
+bool fg_store_loop_capable(const fg_store_t *s)
+{
+    return s->be->loop_send != NULL;
+}
+
+int fg_store_connect(fg_store_t *s)
+{
+    return begin(s);
+}
+
+bool fg_store_connected(const fg_store_t *s)
+{
+    return s->connected;
+}
+
+int fg_store_loop_fd(fg_store_t *s)
+{
+    return s->connected ? s->be->loop_fd(s) : -1;
+}
+
+int fg_store_loop_send(fg_store_t *s, fg_check_t *c)
+{
+    saved_text_t sv;
+    char *owned[4];
+    int rc = clean_text(&c->audit, &sv, owned);
+    if (!rc) rc = s->be->loop_send(s, c); /* the command copies the text */
+    restore_text(&c->audit, &sv, owned);
+    return rc;
+}
+
+int fg_store_loop_write(fg_store_t *s, bool *more)
+{
+    return s->be->loop_write(s, more);
+}
+
+int fg_store_loop_read(fg_store_t *s)
+{
+    return s->be->loop_read(s);
+}
+
+int fg_store_loop_reply(fg_store_t *s, fg_check_t *c, int *check_rc)
+{
+    int n = s->be->loop_reply(s, c, check_rc);
+    if (n == 1 && *check_rc != FG_EPROTO) saw_answer(s);
+    return n;
+}
+
+void fg_store_loop_fail(fg_store_t *s, const char *why)
+{
+    if (why) fg_store_seterr(s, FG_EUNAVAIL, "%s: %s", fg_store_display(s), why);
+    if (s->connected) went_down(s);
+}
+
 int fg_store_check(fg_store_t *s, fg_check_t *checks, size_t n)
 {
     if (n > FG_STORE_BATCH_MAX)

@@ -235,6 +235,17 @@ typedef struct fg_store_backend {
     /* True when the idle connection is known to be dead (the server closed it)
      * without a round trip; NULL when the backend cannot tell. */
     bool (*stale)(fg_store_t *s);
+    /* Event-loop mode (optional; NULL when the backend has none). On a
+     * connected handle: the socket; queue one check's command into the output
+     * buffer; write buffered output without blocking (*more: some is left);
+     * read what the socket has without blocking; take the next complete reply
+     * for `c` (1, with *check_rc its result; 0 when none is complete yet;
+     * negative when the connection is unusable). */
+    int (*loop_fd)(fg_store_t *s);
+    int (*loop_send)(fg_store_t *s, fg_check_t *c);
+    int (*loop_write)(fg_store_t *s, bool *more);
+    int (*loop_read)(fg_store_t *s);
+    int (*loop_reply)(fg_store_t *s, fg_check_t *c, int *check_rc);
 } fg_store_backend_t;
 
 /* Fields every backend handle starts with. Backends embed it first. */
@@ -329,6 +340,41 @@ bool fg_audit_is_clean(const char *s, size_t len, size_t max);
 
 /* Last error text of this handle (never NULL). */
 const char *fg_store_errstr(const fg_store_t *s);
+/*
+ * Event-loop mode, for backends that have it (Redis): fence checks are written
+ * and answered on the caller's event loop, pipelined, with no thread hop.
+ *
+ * The connection is made with fg_store_connect(), which may block up to
+ * state_timeout and so runs on another thread (a store thread); afterwards
+ * only the loop's thread touches the handle. The loop watches
+ * fg_store_loop_fd() and, for each check: fg_store_loop_send() queues it
+ * (audit text escaped as everywhere), fg_store_loop_write() sends what is
+ * queued (once per loop round: every check of the round leaves in one write),
+ * fg_store_loop_read() and fg_store_loop_reply() take the answers, in order.
+ * The loop owns the deadline: when the oldest check waits longer than
+ * state_timeout, or any call fails, it calls fg_store_loop_fail(), which drops
+ * the connection and starts a backoff like any outage; every check still
+ * waiting then counts as failed (FG_EUNAVAIL).
+ */
+bool fg_store_loop_capable(const fg_store_t *s);
+/* Connect now if not connected (honouring backoff): 0, or FG_EUNAVAIL. */
+int fg_store_connect(fg_store_t *s);
+/* True while connected. */
+bool fg_store_connected(const fg_store_t *s);
+/* The connection's socket, or -1. */
+int fg_store_loop_fd(fg_store_t *s);
+/* Queue check `c` (its strings are copied): 0 or a negative code. */
+int fg_store_loop_send(fg_store_t *s, fg_check_t *c);
+/* Write what is queued without blocking; *more: some is left (wait for POLLOUT). */
+int fg_store_loop_write(fg_store_t *s, bool *more);
+/* Read what the socket has without blocking: 0, or a negative code (drop it). */
+int fg_store_loop_read(fg_store_t *s);
+/* The next complete answer, for check `c`: 1 (result in c, its code in
+ * *check_rc), 0 (none complete yet) or a negative code (drop the connection). */
+int fg_store_loop_reply(fg_store_t *s, fg_check_t *c, int *check_rc);
+/* The connection failed or timed out (`why`, may be NULL): drop it, back off. */
+void fg_store_loop_fail(fg_store_t *s, const char *why);
+
 /* The URL without password, for logs (made by fg_url_redact). */
 const char *fg_store_display(const fg_store_t *s);
 /* The backend's pool cap. */

@@ -95,3 +95,31 @@ Test(ordering, redis, .timeout = 300)
 {
     run(STORE_REDIS);
 }
+
+/* With Redis, each engine runs its checks on a connection of its own, on its
+ * event loop (gateway/storeloop.c): the log says so once per engine, and the
+ * ordering test above ran through it. */
+Test(ordering, redis_checks_run_on_the_loop, .timeout = 60)
+{
+    env_t e;
+    env_start(&e, STORE_REDIS, 0, "workers = 2\n", NULL);
+    int seen = 0;
+    for (int i = 0; i < 200 && seen < 2; i++) {
+        char *log = fgt_read_file(e.gw.proc.log);
+        seen = 0;
+        for (char *p = log; p && (p = strstr(p, "the engine's own store connection")); p++) seen++;
+        free(log);
+        if (seen < 2) usleep(50 * 1000);
+    }
+    cr_assert_eq(seen, 2, "each of the 2 engines connects on its loop");
+    for (int t = 1; t <= 20; t++) {
+        char tok[8];
+        snprintf(tok, sizeof tok, "%d", t);
+        cr_assert_eq(put_tok(&e, "/orders/loop", tok, "v"), 200);
+    }
+    cr_assert_eq(put_tok(&e, "/orders/loop", "3", "v"), 409);
+    char hwm[32];
+    cr_assert(hwm_of(&e, "order:loop", hwm, sizeof hwm));
+    cr_assert_str_eq(hwm, "20");
+    env_stop(&e);
+}
