@@ -6,8 +6,12 @@
  * and logs every write in arrival order with the Fencing-Token it carried,
  * so tests can assert on what really reached the upstream:
  *   GET  /_fg/log     JSON array of writes {seq, method, path (raw), token,
- *                     size, fnv1a64, headers}
- *   GET  /_fg/count   {"requests": all requests seen, "writes": n}
+ *                     size, fnv1a64, headers, applied}; seq is the arrival
+ *                     order, applied the order in which writes took effect
+ *                     (absent while a write is delayed, or when its body never
+ *                     completed): a delayed write lands after later arrivals
+ *   GET  /_fg/count   {"requests": all requests seen, "writes": n, "active":
+ *                     writes arrived and not yet finished (applied or cut off)}
  *   POST /_fg/reset   forget values and log
  * Bodies are hashed while they stream in; only values up to 1 MiB are kept,
  * so a 256 MiB PUT costs no memory. `X-Delay-Ms: N` (or --delay-max-ms)
@@ -42,7 +46,7 @@ typedef struct item {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static item_t *buckets[NBUCKETS];
 static json_t *wlog;
-static long requests, writes;
+static long requests, writes, applied, active;
 static unsigned delay_max_ms;
 static bool keep_log = true;
 
@@ -154,8 +158,8 @@ static enum MHD_Result admin(struct MHD_Connection *c, const char *path, const c
     }
     if (strcmp(path, "/_fg/count") == 0) {
         pthread_mutex_lock(&mu);
-        json_t *o =
-            json_pack("{s:I,s:I}", "requests", (json_int_t)requests, "writes", (json_int_t)writes);
+        json_t *o = json_pack("{s:I,s:I,s:I}", "requests", (json_int_t)requests, "writes",
+                              (json_int_t)writes, "active", (json_int_t)active);
         pthread_mutex_unlock(&mu);
         return reply_json(c, 200, o);
     }
@@ -169,7 +173,7 @@ static enum MHD_Result admin(struct MHD_Connection *c, const char *path, const c
             }
         }
         json_array_clear(wlog);
-        requests = writes = 0;
+        requests = writes = applied = 0;
         pthread_mutex_unlock(&mu);
         return reply(c, 204, NULL, "", 0);
     }
@@ -186,7 +190,9 @@ static enum MHD_Result finish_write(struct MHD_Connection *c, req_t *r, const ch
     if (r->entry) {
         json_object_set_new(r->entry, "size", json_integer((json_int_t)r->size));
         json_object_set_new(r->entry, "fnv1a64", json_string(hex));
+        json_object_set_new(r->entry, "applied", json_integer((json_int_t)applied));
     }
+    applied++;
     unsigned status = 200;
     if (strcmp(method, "DELETE") == 0) {
         item_t **pp = find(path);
@@ -254,6 +260,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!internal && !is_read(method)) {
             r->write = true;
             writes++;
+            active++;
             if (keep_log && json_array_size(wlog) < LOG_MAX) {
                 json_t *h = json_object();
                 MHD_get_connection_values(c, MHD_HEADER_KIND, add_header, h);
@@ -325,6 +332,11 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     req_t *r = *con_cls;
     if (r) {
+        if (r->write) {
+            pthread_mutex_lock(&mu);
+            active--;
+            pthread_mutex_unlock(&mu);
+        }
         free(r->raw);
         free(r->buf);
         free(r);
