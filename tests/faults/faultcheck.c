@@ -23,7 +23,6 @@
 #include <criterion/criterion.h>
 #include <criterion/options.h>
 #include <curl/curl.h>
-#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,25 +305,7 @@ static void *forward_signals(void *arg)
     const sigset_t *set = arg;
     for (;;) {
         int sig;
-        if (sigwait(set, &sig) != 0) continue;
-        DIR *d = opendir("/proc");
-        struct dirent *de;
-        while (d && (de = readdir(d))) {
-            char path[300], stat[512];
-            uint64_t pid, ppid;
-            if (!fc_parse_u64(de->d_name, strlen(de->d_name), &pid)) continue;
-            snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
-            FILE *f = fopen(path, "r");
-            size_t n = f ? fread(stat, 1, sizeof stat - 1, f) : 0;
-            if (f) fclose(f);
-            stat[n] = '\0';
-            const char *p = strrchr(stat, ')'); /* "pid (comm) state ppid ..." */
-            if (!p || strlen(p) < 4) continue;
-            p += 4;
-            if (fc_parse_u64(p, strspn(p, "0123456789"), &ppid) && ppid == (uint64_t)getpid())
-                kill((pid_t)pid, sig);
-        }
-        if (d) closedir(d);
+        if (sigwait(set, &sig) == 0) fc_signal_children(getpid(), sig);
     }
     return NULL;
 }

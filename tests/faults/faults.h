@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "harness/harness.h"
 
@@ -186,6 +187,9 @@ long fc_admin_get(const fc_run_t *run, const char *path, char *buf, size_t len);
 void fc_nemesis_run(fc_env_t *e);
 /* The gateway is alive (a crash is counted and the gateway started again). */
 void fc_gateway_watch(fc_env_t *e);
+/* Send sig to every process whose parent is `parent` (found through /proc);
+ * returns how many. Not async-signal-safe. */
+unsigned fc_signal_children(pid_t parent, int sig);
 
 /* linkproxy.c */
 typedef enum {

@@ -10,10 +10,12 @@
  * Runs on the test thread: restarting a process goes through the harness, which
  * asserts.
  */
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "faults.h"
 
@@ -66,11 +68,44 @@ void fc_gateway_watch(fc_env_t *e)
     fgt_gateway_restart(&e->gw);
 }
 
+unsigned fc_signal_children(pid_t parent, int sig)
+{
+    unsigned n = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char path[300], stat[512];
+        uint64_t pid, ppid;
+        if (!fc_parse_u64(de->d_name, strlen(de->d_name), &pid)) continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        size_t len = f ? fread(stat, 1, sizeof stat - 1, f) : 0;
+        if (f) fclose(f);
+        stat[len] = '\0';
+        const char *p = strrchr(stat, ')'); /* "pid (comm) state ppid ..." */
+        if (!p || strlen(p) < 4) continue;
+        p += 4;
+        if (fc_parse_u64(p, strspn(p, "0123456789"), &ppid) && ppid == (uint64_t)parent &&
+            kill((pid_t)pid, sig) == 0)
+            n++;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* The whole store: Postgres is a postmaster and the backends it forks, each in a
+ * session of its own, so a signal to the postmaster's group would miss them. The
+ * postmaster is stopped first so that it forks no new backend meanwhile. */
 static void store_signal(fc_env_t *e, int sig)
 {
-    if (e->o.store == FC_REDIS) kill(e->redis.proc.pid, sig);
-    /* the postmaster leads its own process group (harness spawn): stop the backends too */
-    if (e->o.store == FC_POSTGRES) kill(-e->pg.proc.pid, sig);
+    if (e->o.store == FC_REDIS) {
+        kill(e->redis.proc.pid, sig);
+    } else if (e->o.store == FC_POSTGRES) {
+        pid_t pm = e->pg.proc.pid;
+        if (sig != SIGCONT) kill(pm, SIGSTOP);
+        fc_signal_children(pm, sig);
+        kill(pm, sig);
+    }
 }
 
 static void store_kill(fc_env_t *e, unsigned down_ms)
@@ -80,10 +115,10 @@ static void store_kill(fc_env_t *e, unsigned down_ms)
         nap(down_ms);
         fgt_redis_restart(&e->redis);
     } else if (e->o.store == FC_POSTGRES) {
-        kill(-e->pg.proc.pid, SIGKILL);
+        store_signal(e, SIGKILL); /* like the machine losing power: crash recovery next */
         fgt_stop(&e->pg.proc, SIGKILL);
         nap(down_ms);
-        fgt_pg_restart(&e->pg); /* crash recovery, then it accepts logins again */
+        fgt_pg_restart(&e->pg);
     }
 }
 
