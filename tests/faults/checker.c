@@ -63,6 +63,7 @@ typedef struct report {
     fc_env_t *e;
     unsigned long n[V_KIND_COUNT];
     unsigned long excused;
+    unsigned long late_by[FC_OUTCOME_COUNT + 1]; /* order violations by the late write's answer */
     unsigned long arrived, applied, audit_records;
     uint64_t *max_arrived; /* per resource: highest token that reached the upstream */
     uint64_t *store_hwm;   /* per resource, read from the store; 0 = none */
@@ -233,6 +234,7 @@ static void check_order(report_t *r, entry_t *es, size_t n, uint32_t res, const 
             r->excused++;
             continue;
         }
+        r->late_by[low->op ? low->op->outcome : FC_OUTCOME_COUNT]++;
         char a[1024], b[1024];
         if (low->op)
             describe(run, low->op, a, sizeof a);
@@ -559,6 +561,15 @@ unsigned long fc_check(fc_env_t *e)
     for (int k = 0; k < V_KIND_COUNT; k++) {
         if (r.n[k]) fprintf(stderr, "faultcheck: %lu %s violations\n", r.n[k], vnames[k]);
         total += r.n[k];
+    }
+    if (r.n[V_ORDER]) {
+        fprintf(stderr, "faultcheck: order violations by what the late write was told:");
+        for (int o = 0; o <= FC_OUTCOME_COUNT; o++)
+            if (r.late_by[o])
+                fprintf(stderr, " %s %lu",
+                        o < FC_OUTCOME_COUNT ? fc_outcome_name((fc_outcome_t)o) : "unknown",
+                        r.late_by[o]);
+        fprintf(stderr, "\n");
     }
     fprintf(stderr, "faultcheck: %s, store %s, seed %" PRIu64 ": %lu violations\n",
             total ? "FAIL" : "ok", fc_store_name(e->o.store), e->o.seed, total);
