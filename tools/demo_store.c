@@ -6,11 +6,14 @@
  * and logs every write in arrival order with the Fencing-Token it carried,
  * so tests can assert on what really reached the upstream:
  *   GET  /_fg/log     JSON array of writes {seq, method, path (raw), token,
- *                     size, fnv1a64, headers, arrived_ms, applied_ms}; the
- *                     times are CLOCK_MONOTONIC ms (one clock per machine):
- *                     when the head arrived and when the write took effect
+ *                     size, fnv1a64, headers, arrived_ms, applied_ms, applied};
+ *                     seq is the arrival order, applied the order in which
+ *                     writes took effect (absent while a write is delayed, or
+ *                     when its body never completed); the _ms times are
+ *                     CLOCK_MONOTONIC ms (one clock per machine)
  *   GET  /_fg/count   {"requests": all requests seen, "writes": n,
- *                     "inflight": requests being handled, "held": requests held}
+ *                     "inflight": requests being handled, "held": requests
+ *                     held, "active": writes arrived and not yet finished}
  *   POST /_fg/reset   forget values and log
  *   POST /_fg/release let every request held by X-Hold go on
  * Bodies are hashed while they stream in; only values up to 1 MiB are kept,
@@ -48,7 +51,7 @@ typedef struct item {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static item_t *buckets[NBUCKETS];
 static json_t *wlog;
-static long requests, writes, inflight, held;
+static long requests, writes, inflight, held, applied, active;
 static pthread_cond_t release_cv = PTHREAD_COND_INITIALIZER;
 static unsigned long release_gen;
 static unsigned delay_max_ms;
@@ -185,9 +188,9 @@ static enum MHD_Result admin(struct MHD_Connection *c, const char *path, const c
     }
     if (strcmp(path, "/_fg/count") == 0) {
         pthread_mutex_lock(&mu);
-        json_t *o = json_pack("{s:I,s:I,s:I,s:I}", "requests", (json_int_t)requests, "writes",
+        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)requests, "writes",
                               (json_int_t)writes, "inflight", (json_int_t)inflight, "held",
-                              (json_int_t)held);
+                              (json_int_t)held, "active", (json_int_t)active);
         pthread_mutex_unlock(&mu);
         return reply_json(c, 200, o);
     }
@@ -201,7 +204,7 @@ static enum MHD_Result admin(struct MHD_Connection *c, const char *path, const c
             }
         }
         json_array_clear(wlog);
-        requests = writes = 0;
+        requests = writes = applied = 0;
         pthread_mutex_unlock(&mu);
         return reply(c, 204, NULL, "", 0);
     }
@@ -226,7 +229,9 @@ static enum MHD_Result finish_write(struct MHD_Connection *c, req_t *r, const ch
         json_object_set_new(r->entry, "size", json_integer((json_int_t)r->size));
         json_object_set_new(r->entry, "fnv1a64", json_string(hex));
         json_object_set_new(r->entry, "applied_ms", json_integer(mono_ms()));
+        json_object_set_new(r->entry, "applied", json_integer((json_int_t)applied));
     }
+    applied++;
     unsigned status = 200;
     if (strcmp(method, "DELETE") == 0) {
         item_t **pp = find(path);
@@ -294,6 +299,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!internal && !is_read(method)) {
             r->write = true;
             writes++;
+            active++;
             if (keep_log && json_array_size(wlog) < LOG_MAX) {
                 json_t *h = json_object();
                 MHD_get_connection_values(c, MHD_HEADER_KIND, add_header, h);
@@ -367,9 +373,10 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     req_t *r = *con_cls;
     if (r) {
-        if (r->counted) {
+        if (r->counted || r->write) {
             pthread_mutex_lock(&mu);
-            inflight--;
+            if (r->counted) inflight--;
+            if (r->write) active--;
             pthread_mutex_unlock(&mu);
         }
         free(r->raw);
