@@ -83,7 +83,9 @@ int64_t fg_metrics_gauge(int which);
 /* ---- latency histograms ----
  * Every histogram has the same fixed buckets: upper bounds in nanoseconds and
  * as Prometheus' `le` label (seconds). An observation is two relaxed atomic
- * adds (its bucket and the sum); /metrics renders the buckets cumulative. */
+ * adds (its bucket and the sum); /metrics renders the buckets cumulative.
+ * The functions below are thread-safe, never fail and allocate nothing;
+ * `seconds` below 0 (or NaN) counts as 0. */
 #define FG_METRICS_BUCKETS(X)                                                                      \
     X(500000ull, "0.0005")                                                                         \
     X(1000000ull, "0.001")                                                                         \
@@ -137,7 +139,8 @@ void fg_metrics_observe_upstream_first_byte(double seconds);
  * fencegate_store_reconnects_total. */
 void fg_metrics_count_store_reconnect(void);
 
-/* Render the Prometheus text exposition into a malloc'd string (*len set). NULL on ENOMEM. */
+/* Render the Prometheus text exposition into a malloc'd string (*len set);
+ * the caller frees it. NULL when out of memory. Thread-safe. */
 char *fg_metrics_render(size_t *len);
 
 #endif
