@@ -262,6 +262,7 @@ struct fg_req {
     fg_problem_t prob;
     char detail[256];
     uint64_t t_start;
+    uint64_t t_start_ns; /* the same moment, for the duration histogram (fg_metrics_now_ns) */
     char method[FG_WIRE_METHOD_MAX + 1];
     char reqid[72];
     char client[48];
@@ -317,6 +318,7 @@ struct fg_upx {
     char *lane_key;      /* the lane this transfer holds, or NULL */
     bool lane_key_owned; /* lane_key is our copy (else the request's key_buf) */
     bool is_head;        /* HEAD request: no answer body */
+    uint64_t t_start_ns; /* launched on a connection (fg_metrics_now_ns): the first-byte clock */
     int fail_status;
     char fail_detail[160];
     /* the request: head, then the body (small and whole, or streamed) */

@@ -259,6 +259,7 @@ static void conn_open(fg_engine_t *e, struct MHD_Connection *mc, void **socket_c
     if (e->conns) e->conns->prev = c;
     e->conns = c;
     e->nconns++;
+    fg_metrics_gauge_add(FG_GAUGE_CONNECTIONS, 1);
     *socket_context = c;
     if (c->fd < 0 || (size_t)c->fd >= hook_len) {
         c->state = CONN_REFUSED; /* cannot be checked: MHD closes it on its first read */
@@ -288,6 +289,7 @@ static void conn_close(fg_engine_t *e, fg_conn_t *c)
         e->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     e->nconns--;
+    fg_metrics_gauge_add(FG_GAUGE_CONNECTIONS, -1);
     free(c);
 }
 

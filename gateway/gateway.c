@@ -90,6 +90,7 @@ static void store_log(void *arg, const char *event, const char *store, const cha
                          : strcmp(event, "not durable") == 0 ? FG_LOG_WARN
                                                              : FG_LOG_INFO;
     fg_log(lvl, "state store", f);
+    if (strcmp(event, "up") == 0) fg_metrics_count_store_reconnect();
 }
 
 fg_store_opts_t fg_gateway_store_opts(const fg_gateway_t *gw)
@@ -177,6 +178,8 @@ int fg_gateway_start(fg_config_t *cfg, fg_gateway_t **out, char *err, size_t err
     if (rc) goto fail;
     fg_store_opts_t so = fg_gateway_store_opts(gw);
     gw->n_engines = engine_count(cfg);
+    const fg_store_backend_t *be = fg_store_backend_for(cfg->state);
+    fg_metrics_set_store(be ? be->scheme : "");
     rc = fg_storepool_start(cfg->state, cfg->state_pool, (size_t)cfg->max_connections * 2 + 64, &so,
                             &gw->pool, err, err_len);
     if (rc) goto fail;

@@ -4,13 +4,23 @@
  * Parses arguments, loads the config, starts the gateway, then waits for
  * signals on this thread: SIGHUP reloads (a bad file keeps the old policies),
  * SIGTERM/SIGINT drain and exit 0.
+ *
+ * Under systemd (Type=notify, conf/fencegate.service) each of these steps is
+ * also told to the service manager through sd_notify: READY=1 once serving,
+ * RELOADING=1 then READY=1 around a reload, STOPPING=1 when draining. Built
+ * without libsystemd, or run outside a notify service, that is a no-op.
  */
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#ifdef FG_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "gateway/gateway.h"
 #include "gateway/log.h"
@@ -20,6 +30,31 @@
 #include "policy/url.h"
 
 #define DRAIN_MS 30000
+
+/* Tell the service manager `fmt` (newline-separated VAR=value lines). Errors
+ * are ignored: a manager that cannot be told times the service out itself. */
+__attribute__((format(printf, 1, 2))) static void notify(const char *fmt, ...)
+{
+#ifdef FG_HAVE_SYSTEMD
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sd_notify(0, msg);
+#else
+    (void)fmt;
+#endif
+}
+
+/* CLOCK_MONOTONIC in µs: with RELOADING=1, systemd (253 and later) matches
+ * the READY=1 that follows to this reload. */
+static unsigned long long monotonic_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000u + (unsigned long long)ts.tv_nsec / 1000u;
+}
 
 static void usage(FILE *f)
 {
@@ -117,23 +152,28 @@ int main(int argc, char **argv)
     fg_log(FG_LOG_INFO, "fencegate started",
            json_pack("{s:s,s:s,s:s,s:s,s:s}", "version", FG_VERSION, "listen", listen, "admin",
                      admin, "state", state, "config", conf));
+    notify("READY=1\nSTATUS=serving on %s", listen);
     for (;;) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0) continue;
         if (sig == SIGHUP) {
+            notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s", monotonic_usec(), conf);
             fg_config_t *ncfg = NULL;
             if (fg_config_load(conf, &ncfg, err, sizeof err) != 0) {
                 fg_log(FG_LOG_ERROR, "reload failed; keeping the running policies",
                        json_pack("{s:s}", "error", err));
+                notify("READY=1\nSTATUS=serving on %s; reload failed, see the log", listen);
                 continue;
             }
             size_t np = ncfg->n_policies;
             fg_gateway_reload(gw, ncfg);
             fg_log(FG_LOG_INFO, "configuration reloaded",
                    json_pack("{s:s,s:I}", "config", conf, "policies", (json_int_t)np));
+            notify("READY=1\nSTATUS=serving on %s", listen);
             continue;
         }
         fg_log(FG_LOG_INFO, "draining", json_pack("{s:s}", "signal", strsignal(sig)));
+        notify("STOPPING=1\nSTATUS=draining");
         break;
     }
     fg_gateway_drain(gw, DRAIN_MS);

@@ -1,11 +1,18 @@
 /*
- * metrics.h -- request counters per policy and outcome, for GET /metrics.
+ * metrics.h -- what GET /metrics shows: request counters per policy and
+ * outcome, latency histograms, and a few gauges (README "Admin API" lists
+ * every name; they are part of the contract).
  *
  * A row of counters exists per policy name (and one for requests that match
  * no policy). Rows are created when a config is loaded and never freed, so a
  * request may keep a row pointer across a SIGHUP reload; the number of rows is
- * bounded by the number of distinct policy names ever loaded. Counters are
- * relaxed atomics: cheap on the hot path, exact in total.
+ * bounded by the number of distinct policy names ever loaded. Counters,
+ * gauges and histogram buckets are relaxed atomics: cheap on the hot path,
+ * exact in total; nothing here allocates except fg_metrics_row() and
+ * fg_metrics_render().
+ *
+ * Like the lanes, the metrics belong to the process, not to one gateway: a
+ * process runs one gateway (tests that need two run two processes).
  */
 #ifndef FG_METRICS_H
 #define FG_METRICS_H
@@ -57,14 +64,83 @@ void fg_metrics_count(fg_metrics_row_t *row, fg_outcome_t o);
 /* Refused writes counted in the last 60 seconds (approximate at the edges). */
 uint64_t fg_metrics_refusals_last_minute(void);
 
-/* Gauges maintained by the gateway. */
+/* Gauges maintained by the gateway: requests in flight, lane waiters, store
+ * jobs queued, transfers in the 504 quarantine (upstream.c), open client
+ * connections (front.c). */
 void fg_metrics_gauge_add(int which, int64_t delta);
-enum { FG_GAUGE_INFLIGHT = 0, FG_GAUGE_LANE_WAITERS, FG_GAUGE_STORE_QUEUE, FG_GAUGE_COUNT_ };
+enum {
+    FG_GAUGE_INFLIGHT = 0,
+    FG_GAUGE_LANE_WAITERS,
+    FG_GAUGE_STORE_QUEUE,
+    FG_GAUGE_QUARANTINED,
+    FG_GAUGE_CONNECTIONS,
+    FG_GAUGE_COUNT_
+};
 void fg_metrics_set_store_up(int up);
 /* Current value of a gauge (FG_GAUGE_*). */
 int64_t fg_metrics_gauge(int which);
 
-/* Render the Prometheus text exposition into a malloc'd string (*len set). NULL on ENOMEM. */
+/* ---- latency histograms ----
+ * Every histogram has the same fixed buckets: upper bounds in nanoseconds and
+ * as Prometheus' `le` label (seconds). An observation is two relaxed atomic
+ * adds (its bucket and the sum); /metrics renders the buckets cumulative.
+ * The functions below are thread-safe, never fail and allocate nothing;
+ * `seconds` below 0 (or NaN) counts as 0. */
+#define FG_METRICS_BUCKETS(X)                                                                      \
+    X(500000ull, "0.0005")                                                                         \
+    X(1000000ull, "0.001")                                                                         \
+    X(2500000ull, "0.0025")                                                                        \
+    X(5000000ull, "0.005")                                                                         \
+    X(10000000ull, "0.01")                                                                         \
+    X(25000000ull, "0.025")                                                                        \
+    X(50000000ull, "0.05")                                                                         \
+    X(100000000ull, "0.1")                                                                         \
+    X(250000000ull, "0.25")                                                                        \
+    X(500000000ull, "0.5")                                                                         \
+    X(1000000000ull, "1")                                                                          \
+    X(2500000000ull, "2.5")                                                                        \
+    X(5000000000ull, "5")                                                                          \
+    X(10000000000ull, "10")
+
+/* The monotonic clock in nanoseconds: the start stamp to give fg_metrics_since(). */
+uint64_t fg_metrics_now_ns(void);
+
+/* Seconds from `t0_ns` (a fg_metrics_now_ns() stamp) to now; 0 when `t0_ns`
+ * is 0 (never stamped). */
+double fg_metrics_since(uint64_t t0_ns);
+
+/* One request ended after `seconds` (from its request line to the end):
+ * fencegate_request_duration_seconds{policy,outcome}. Call it for exactly the
+ * requests given to fg_metrics_count(), so that the histogram's _count equals
+ * fencegate_requests_total for the same labels. `row` as in fg_metrics_count. */
+void fg_metrics_observe_request(fg_metrics_row_t *row, fg_outcome_t o, double seconds);
+
+typedef enum fg_store_op {
+    FG_STORE_OP_CHECK = 0, /* one fence-check call (a batch of checks is one round trip) */
+    FG_STORE_OP_AUDIT,     /* one audit append */
+    FG_STORE_OP_COUNT_
+} fg_store_op_t;
+
+/* One round trip to the state store took `seconds`, failed calls included:
+ * fencegate_store_seconds{store,op}. Any thread (a pool thread, or an event
+ * loop that talks to the store itself). */
+void fg_metrics_observe_store(fg_store_op_t op, double seconds);
+
+/* The `store` label of fencegate_store_seconds: the backend's scheme
+ * ("sqlite", "redis", "postgres"). `scheme` is borrowed for the life of the
+ * process (a backend's static name). Set once by the gateway at start. */
+void fg_metrics_set_store(const char *scheme);
+
+/* The upstream's answer head arrived `seconds` after the transfer started
+ * (a connection was taken for it): fencegate_upstream_first_byte_seconds. */
+void fg_metrics_observe_upstream_first_byte(double seconds);
+
+/* A store connection came back after the store had failed:
+ * fencegate_store_reconnects_total. */
+void fg_metrics_count_store_reconnect(void);
+
+/* Render the Prometheus text exposition into a malloc'd string (*len set);
+ * the caller frees it. NULL when out of memory. Thread-safe. */
 char *fg_metrics_render(size_t *len);
 
 #endif

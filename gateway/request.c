@@ -656,6 +656,8 @@ static void access_log(fg_req_t *r)
 static void on_gone(fg_req_t *r)
 {
     if (r->method[0]) access_log(r);
+    if (r->status)
+        fg_metrics_observe_request(row_of(r), r->outcome, fg_metrics_since(r->t_start_ns));
     r->conn = NULL;
     r->mc = NULL;
     r->suspended = false;
@@ -844,6 +846,7 @@ fg_req_t *fg_req_new(fg_engine_t *e, fg_conn_t *c, const char *uri)
     r->conn = c;
     r->cfg = fg_gateway_cfg_get(e->gw);
     r->t_start = fg_now_mono_ms();
+    r->t_start_ns = fg_metrics_now_ns();
     r->st = RS_NEW;
     snprintf(r->client, sizeof r->client, "%s", c->client);
     r->next = e->reqs;

@@ -80,6 +80,7 @@ static void set_interest(fg_sloop_t *sl, bool out)
 static void deliver(fg_sloop_t *sl, int rc)
 {
     fg_req_t *r = sl->fifo[sl->head];
+    fg_metrics_observe_store(FG_STORE_OP_CHECK, fg_metrics_since(sl->sent_at[sl->head]));
     sl->head = (sl->head + 1) % FIFO_MAX;
     sl->n--;
     r->job.rc = rc;
@@ -145,7 +146,7 @@ int fg_sloop_check(fg_sloop_t *sl, fg_req_t *r)
     }
     size_t at = (sl->head + sl->n) % FIFO_MAX;
     sl->fifo[at] = r;
-    sl->sent_at[at] = fg_now_mono_ms();
+    sl->sent_at[at] = fg_metrics_now_ns();
     sl->n++;
     sl->queued = true;
     return 0;
@@ -223,7 +224,7 @@ void fg_sloop_connected(fg_sloop_t *sl)
 void fg_sloop_tick(fg_sloop_t *sl, uint64_t now, uint64_t state_timeout_ms)
 {
     if (!sl || !sl->n) return;
-    if (sl->sent_at[sl->head] + state_timeout_ms <= now)
+    if (sl->sent_at[sl->head] / 1000000 + state_timeout_ms <= now)
         fail_all(sl, "no answer within state_timeout");
 }
 

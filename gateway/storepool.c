@@ -32,7 +32,9 @@ static void run_checks(fg_store_t *s, fg_job_t **jobs, size_t n)
 {
     fg_check_t checks[FG_STOREPOOL_BATCH];
     for (size_t i = 0; i < n; i++) checks[i] = jobs[i]->check;
+    uint64_t t0 = fg_metrics_now_ns();
     int rc = fg_store_check(s, checks, n);
+    fg_metrics_observe_store(FG_STORE_OP_CHECK, fg_metrics_since(t0));
     fg_metrics_set_store_up(rc != FG_EUNAVAIL);
     for (size_t i = 0; i < n; i++) {
         jobs[i]->check = checks[i];
@@ -72,7 +74,9 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&p->mu);
         fg_metrics_gauge_add(FG_GAUGE_STORE_QUEUE, -(int64_t)taken);
         if (audit) {
+            uint64_t t0 = fg_metrics_now_ns();
             audit->rc = fg_store_audit_append(s, &audit->audit);
+            fg_metrics_observe_store(FG_STORE_OP_AUDIT, fg_metrics_since(t0));
             audit->done(audit);
         } else {
             run_checks(s, batch, n);

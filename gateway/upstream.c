@@ -392,6 +392,7 @@ static fg_upx_t *upx_get(fg_engine_t *e)
 static void upx_free(fg_upx_t *u)
 {
     fg_engine_t *e = u->e;
+    if (u->st == UX_QUARANTINE) fg_metrics_gauge_add(FG_GAUGE_QUARANTINED, -1);
     fg_tq_del(&u->timer);
     if (u->c)
         conn_close(u->c); /* a transfer that did not finish cleanly: the
@@ -741,7 +742,10 @@ static void conn_read(fg_upconn_t *c)
     if (n == 0 && !c->got_end) /* the upstream closed: ends a read-until-close answer */
         http_parser_execute(&c->p, &parser_settings, NULL, 0);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->p);
-    if (c->got_head && (u->st == UX_SENDING || u->st == UX_SENT)) u->st = UX_HEAD;
+    if (c->got_head && (u->st == UX_SENDING || u->st == UX_SENT)) {
+        u->st = UX_HEAD;
+        fg_metrics_observe_upstream_first_byte(fg_metrics_since(u->t_start_ns));
+    }
     if (c->got_end) {
         /* bytes after the answer, or an answer ended by the close: never reuse */
         if (got < (size_t)n || n == 0) c->reuse_ok = false;
@@ -951,6 +955,7 @@ static int build_head(fg_upx_t *u, const fg_req_t *r, int64_t body_len)
 /* Put the transfer on a connection (pooled, or a new one) and start sending. */
 static int launch(fg_upx_t *u)
 {
+    u->t_start_ns = fg_metrics_now_ns();
     fg_upconn_t *c = u->o->idle;
     if (c) {
         u->o->idle = c->next;
@@ -1111,6 +1116,7 @@ void fg_upx_timeout(fg_upx_t *u)
         /* SPEC step 8: the write may still be applied; keep waiting, discard
          * the answer, hold the lane */
         u->st = UX_QUARANTINE;
+        fg_metrics_gauge_add(FG_GAUGE_QUARANTINED, 1); /* until upx_free */
         u->fail_status = 504;
         snprintf(u->fail_detail, sizeof u->fail_detail,
                  "no answer from the upstream within %" PRIu64

@@ -11,7 +11,7 @@ ONCE=0
 [[ "${1:-}" == "--once" ]] && ONCE=1
 
 PKGS=(cmake gcc make pkg-config curl jq libmicrohttpd-dev libcurl4-openssl-dev libhiredis-dev
-      libpq-dev libsqlite3-dev libinih-dev libjansson-dev)
+      libpq-dev libsqlite3-dev libinih-dev libjansson-dev libsystemd-dev)
 . tools/ensure-packages.sh
 ensure_packages "${PKGS[@]}"
 

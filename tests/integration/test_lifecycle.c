@@ -1,11 +1,15 @@
 /*
  * test_lifecycle.c -- the command line and signals: -t checks a file (and
  * names file:line on errors), SIGHUP swaps policies (a bad file keeps the old
- * ones), SIGTERM drains in-flight requests and exits 0.
+ * ones), SIGTERM drains in-flight requests and exits 0; each step is told to
+ * systemd (sd_notify) when the gateway runs as a Type=notify service.
  */
+#include <poll.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,6 +90,51 @@ Test(lifecycle, sighup_reload, .timeout = 60)
     cr_assert_eq(put_tok(&E, "/items/1", "2", "v"), 200);
     free(conf);
     env_stop(&E);
+}
+
+/* The next sd_notify datagram on `fd` (deadline 10 s), NUL-terminated. */
+static void next_notify(int fd, char *buf, size_t len)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&p, 1, 10000), 1, "no sd_notify message within 10 s");
+    ssize_t n = recv(fd, buf, len - 1, 0);
+    cr_assert_gt(n, 0);
+    buf[n] = '\0';
+}
+
+/* systemd's notify protocol, with the test as the service manager: a
+ * datagram socket named by $NOTIFY_SOCKET. */
+Test(lifecycle, tells_systemd_each_step, .timeout = 60)
+{
+#ifndef FG_HAVE_SYSTEMD
+    cr_skip_test("fencegate was built without libsystemd");
+#endif
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/notify", fgt_tmpdir());
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    setenv("NOTIFY_SOCKET", sa.sun_path, 1);
+    env_start(&E, STORE_SQLITE, 0, NULL, NULL);
+    unsetenv("NOTIFY_SOCKET");
+    char msg[1024];
+    next_notify(fd, msg, sizeof msg);
+    cr_assert(strstr(msg, "READY=1"), "%s", msg);
+    /* READY only once the gateway serves (fgt_gateway_start waited for
+     * /healthz; the proxy port must answer as well) */
+    cr_assert_eq(put_tok(&E, "/orders/n", "1", "v"), 200);
+
+    kill(E.gw.proc.pid, SIGHUP);
+    next_notify(fd, msg, sizeof msg);
+    cr_assert(strstr(msg, "RELOADING=1"), "%s", msg);
+    const char *mono = strstr(msg, "MONOTONIC_USEC=");
+    cr_assert(mono && mono[15] >= '1' && mono[15] <= '9', "%s", msg);
+    next_notify(fd, msg, sizeof msg);
+    cr_assert(strstr(msg, "READY=1"), "READY=1 after the reload: %s", msg);
+
+    env_stop(&E);
+    next_notify(fd, msg, sizeof msg);
+    cr_assert(strstr(msg, "STOPPING=1"), "%s", msg);
+    close(fd);
 }
 
 static void *slow_put(void *arg)
