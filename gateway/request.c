@@ -676,12 +676,61 @@ static void on_gone(fg_req_t *r)
 /* ------------------------------------------------------------------ */
 /* the transition function                                              */
 
+/* What must hold in each state (checked in builds with assertions: the
+ * sanitizer build keeps them on). A violation is a bug in this file. */
+static void check_invariants(const fg_req_t *r)
+{
+#ifndef NDEBUG
+    switch (r->st) {
+    case RS_NEW:
+        assert(!r->up && !r->job_out && !r->lane_wait && !r->lane_held);
+        break;
+    case RS_AUDIT:
+        assert(r->job_out && r->job.kind == FG_JOB_AUDIT && !r->up && !r->lane_held);
+        break;
+    case RS_LANE:
+        assert(r->lane_wait && !r->lane_held && !r->job_out && !r->up);
+        break;
+    case RS_CHECK:
+        assert(r->job_out && r->job.kind == FG_JOB_CHECK && r->lane_held && !r->up);
+        break;
+    case RS_REFUSE:
+        assert(!r->up && r->prob.status >= 400);
+        break;
+    case RS_FORWARD:
+        assert(!r->job_out && !r->up && !r->lane_wait);
+        break;
+    case RS_UPLOAD:
+    case RS_WAIT:
+        assert(!r->job_out && !r->lane_wait && !r->lane_held);
+        break;
+    case RS_RESPOND:
+        assert(!r->lane_wait && !r->lane_held);
+        break;
+    case RS_DONE:
+        assert(!r->conn && !r->mc && !r->up && !r->lane_held);
+        break;
+    }
+#else
+    (void)r;
+#endif
+}
+
+static enum MHD_Result transition(fg_req_t *r, req_event_t ev, const char *data, size_t *len);
+
 enum MHD_Result fg_req_on(fg_req_t *r, req_event_t ev, const char *data, size_t *len)
 {
     if (ev == EV_GONE) {
-        on_gone(r);
+        on_gone(r); /* may free r */
         return MHD_YES;
     }
+    enum MHD_Result ret = transition(r, ev, data, len);
+    check_invariants(r);
+    return ret;
+}
+
+static enum MHD_Result transition(fg_req_t *r, req_event_t ev, const char *data, size_t *len)
+{
     switch (r->st) {
     case RS_NEW:
         if (ev == EV_CALL) return on_head(r);
@@ -745,7 +794,16 @@ enum MHD_Result fg_req_on(fg_req_t *r, req_event_t ev, const char *data, size_t 
     return MHD_NO;
 }
 
+static void inbox(fg_req_t *r, int msg);
+
 void fg_req_inbox(fg_req_t *r, int msg)
+{
+    bool done = r->st == RS_DONE;
+    inbox(r, msg);
+    if (!done) check_invariants(r); /* (a request that was done may be freed now) */
+}
+
+static void inbox(fg_req_t *r, int msg)
 {
     if (msg == MSG_LANE) {
         r->lane_wait = false;
