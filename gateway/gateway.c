@@ -163,7 +163,7 @@ int fg_gateway_start(fg_config_t *cfg, fg_gateway_t **out, char *err, size_t err
     gw->boot = cfg;
     gw->boot_ref = gw->cur;
     gw->cur->refs++; /* the boot settings stay alive as long as the gateway */
-    int rc = fg_lanes_init();
+    int rc = fg_lanes_new(&gw->lanes);
     if (rc) goto fail;
     /* before any thread reads a socket through the recv hook */
     rc = fg_front_hook_init();
@@ -258,7 +258,7 @@ void fg_gateway_free(fg_gateway_t *gw)
     fg_storepool_stop(gw->pool); /* finishes queued jobs; engines are still allocated */
     for (unsigned i = 0; gw->engines && i < gw->n_engines; i++) fg_engine_free(gw->engines[i]);
     free(gw->engines);
-    fg_lanes_shutdown();
+    fg_lanes_free(gw->lanes);
     fg_cfgref_put(gw->cur);
     fg_cfgref_put(gw->boot_ref);
     pthread_mutex_destroy(&gw->cfg_mu);

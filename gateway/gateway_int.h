@@ -28,6 +28,7 @@ struct fg_gateway {
     fg_config_t *boot;     /* settings fixed at start (listen, state, ...) */
     fg_cfgref_t *boot_ref; /* keeps `boot` alive across reloads */
     fg_storepool_t *pool;
+    struct fg_lanes *lanes; /* per-resource ordering (lanes.c), shared by the engines */
     fg_engine_t **engines;
     unsigned n_engines;
     fg_admin_t *admin;

@@ -25,8 +25,10 @@ typedef struct lane {
     char key[];
 } lane_t;
 
-static lane_t **buckets;
-static pthread_mutex_t stripes[NSTRIPES];
+struct fg_lanes {
+    lane_t **buckets;
+    pthread_mutex_t stripes[NSTRIPES];
+};
 
 static uint64_t hash_key(const char *s)
 {
@@ -38,42 +40,50 @@ static uint64_t hash_key(const char *s)
     return h;
 }
 
-int fg_lanes_init(void)
+int fg_lanes_new(fg_lanes_t **out)
 {
-    buckets = calloc(NBUCKETS, sizeof *buckets);
-    if (!buckets) return FG_ENOMEM;
-    for (int i = 0; i < NSTRIPES; i++) pthread_mutex_init(&stripes[i], NULL);
+    *out = NULL;
+    fg_lanes_t *t = calloc(1, sizeof *t);
+    if (!t) return FG_ENOMEM;
+    t->buckets = calloc(NBUCKETS, sizeof *t->buckets);
+    if (!t->buckets) {
+        free(t);
+        return FG_ENOMEM;
+    }
+    for (int i = 0; i < NSTRIPES; i++) pthread_mutex_init(&t->stripes[i], NULL);
+    *out = t;
     return 0;
 }
 
-void fg_lanes_shutdown(void)
+void fg_lanes_free(fg_lanes_t *t)
 {
-    if (!buckets) return;
+    if (!t) return;
     for (size_t i = 0; i < NBUCKETS; i++) {
-        lane_t *l = buckets[i];
+        lane_t *l = t->buckets[i];
         while (l) {
             lane_t *n = l->next;
             free(l);
             l = n;
         }
     }
-    free(buckets);
-    buckets = NULL;
+    for (int i = 0; i < NSTRIPES; i++) pthread_mutex_destroy(&t->stripes[i]);
+    free(t->buckets);
+    free(t);
 }
 
-static lane_t **find(const char *key, size_t b)
+static lane_t **find(fg_lanes_t *t, const char *key, size_t b)
 {
-    lane_t **pp = &buckets[b];
+    lane_t **pp = &t->buckets[b];
     while (*pp && strcmp((*pp)->key, key) != 0) pp = &(*pp)->next;
     return pp;
 }
 
-int fg_lanes_acquire(const char *key, fg_lane_waiter_t *w)
+int fg_lanes_acquire(fg_lanes_t *t, const char *key, fg_lane_waiter_t *w)
 {
     size_t b = hash_key(key) % NBUCKETS;
-    pthread_mutex_t *mu = &stripes[b % NSTRIPES];
+    pthread_mutex_t *mu = &t->stripes[b % NSTRIPES];
     pthread_mutex_lock(mu);
-    lane_t **pp = find(key, b);
+    lane_t **pp = find(t, key, b);
     w->next = NULL;
     if (!*pp) {
         size_t len = strlen(key);
@@ -102,12 +112,12 @@ int fg_lanes_acquire(const char *key, fg_lane_waiter_t *w)
     return 0;
 }
 
-void fg_lanes_release(const char *key)
+void fg_lanes_release(fg_lanes_t *t, const char *key)
 {
     size_t b = hash_key(key) % NBUCKETS;
-    pthread_mutex_t *mu = &stripes[b % NSTRIPES];
+    pthread_mutex_t *mu = &t->stripes[b % NSTRIPES];
     pthread_mutex_lock(mu);
-    lane_t **pp = find(key, b);
+    lane_t **pp = find(t, key, b);
     lane_t *l = *pp;
     fg_lane_waiter_t *next = NULL;
     if (l) {
@@ -129,14 +139,14 @@ void fg_lanes_release(const char *key)
     }
 }
 
-bool fg_lanes_cancel(const char *key, fg_lane_waiter_t *w)
+bool fg_lanes_cancel(fg_lanes_t *t, const char *key, fg_lane_waiter_t *w)
 {
     size_t b = hash_key(key) % NBUCKETS;
-    pthread_mutex_t *mu = &stripes[b % NSTRIPES];
+    pthread_mutex_t *mu = &t->stripes[b % NSTRIPES];
     pthread_mutex_lock(mu);
     bool removed = false;
     if (w->state == W_WAITING) {
-        lane_t *l = *find(key, b);
+        lane_t *l = *find(t, key, b);
         fg_lane_waiter_t *prev = NULL;
         for (fg_lane_waiter_t *it = l ? l->head : NULL; it; prev = it, it = it->next) {
             if (it != w) continue;

@@ -7,7 +7,8 @@
  * in check order, while writes to other resources never touch each other's
  * lane. Lanes exist only while someone holds or waits for them; memory is
  * bounded by the number of requests in flight (itself bounded by
- * max_connections). Thread-safe: engines on different threads share lanes.
+ * max_connections). Thread-safe: engines on different threads share one
+ * fg_lanes_t, which the gateway owns (two of them can coexist, e.g. in a test).
  */
 #ifndef FG_LANES_H
 #define FG_LANES_H
@@ -15,6 +16,7 @@
 #include <stdbool.h>
 
 typedef struct fg_lane_waiter fg_lane_waiter_t;
+typedef struct fg_lanes fg_lanes_t;
 
 /* Called (outside any lane lock, on the releasing thread) when a queued
  * waiter becomes the holder. Must only hand the news to the waiter's thread. */
@@ -26,23 +28,24 @@ struct fg_lane_waiter {
     int state; /* lanes.c private */
 };
 
-/* Initialise the lane table. Returns 0 or FG_ENOMEM. */
-int fg_lanes_init(void);
-void fg_lanes_shutdown(void);
+/* A new, empty lane table in *out. Returns 0 or FG_ENOMEM. */
+int fg_lanes_new(fg_lanes_t **out);
+/* Free the table and any lane still in it (after every user stopped). */
+void fg_lanes_free(fg_lanes_t *t);
 
 /*
  * Take the lane of `key` (copied) for `w`. Returns 1 when `w` holds it now,
  * 0 when `w` was queued (w->granted will be called later), FG_ENOMEM.
  */
-int fg_lanes_acquire(const char *key, fg_lane_waiter_t *w);
+int fg_lanes_acquire(fg_lanes_t *t, const char *key, fg_lane_waiter_t *w);
 
 /* Give back the lane `key` held by the caller; the next waiter, if any,
  * becomes holder and its `granted` callback runs. */
-void fg_lanes_release(const char *key);
+void fg_lanes_release(fg_lanes_t *t, const char *key);
 
 /* Take queued waiter `w` out of lane `key`. Returns true when it was still
  * waiting (now removed), false when it had already been granted (then the
  * caller holds the lane and must release it). */
-bool fg_lanes_cancel(const char *key, fg_lane_waiter_t *w);
+bool fg_lanes_cancel(fg_lanes_t *t, const char *key, fg_lane_waiter_t *w);
 
 #endif

@@ -101,7 +101,7 @@ static void release_lane(fg_req_t *r)
 {
     if (r->lane_held) {
         r->lane_held = false;
-        fg_lanes_release(r->d.key);
+        fg_lanes_release(r->e->gw->lanes, r->d.key);
     }
 }
 
@@ -375,7 +375,7 @@ static void start_check(fg_req_t *r)
 static void take_lane(fg_req_t *r)
 {
     r->lw.granted = on_lane_granted;
-    int rc = fg_lanes_acquire(r->d.key, &r->lw);
+    int rc = fg_lanes_acquire(r->e->gw->lanes, r->d.key, &r->lw);
     if (rc == 1) {
         r->lane_held = true;
         start_check(r);
@@ -665,7 +665,7 @@ static void on_gone(fg_req_t *r)
         fg_upx_release(r->up);
         r->up = NULL;
     }
-    if (r->lane_wait && fg_lanes_cancel(r->d.key, &r->lw)) r->lane_wait = false;
+    if (r->lane_wait && fg_lanes_cancel(r->e->gw->lanes, r->d.key, &r->lw)) r->lane_wait = false;
     release_lane(r);
     fg_tq_del(&r->timer);
     fg_tq_del(&r->timer);
@@ -835,7 +835,7 @@ static void inbox(fg_req_t *r, int msg)
 void fg_req_lane_timeout(fg_req_t *r)
 {
     fg_tq_del(&r->timer);
-    if (r->st != RS_LANE || !r->lane_wait || !fg_lanes_cancel(r->d.key, &r->lw)) return;
+    if (r->st != RS_LANE || !r->lane_wait || !fg_lanes_cancel(r->e->gw->lanes, r->d.key, &r->lw)) return;
     r->lane_wait = false;
     refuse(r, 503, "fence-busy", "Resource busy", FG_OUT_FENCE_BUSY,
            "an earlier write to %s is still at the upstream after %" PRIu64 " ms", r->d.key,
@@ -854,7 +854,7 @@ void fg_req_shutdown(fg_req_t *r)
 {
     switch (r->st) {
     case RS_LANE:
-        if (r->lane_wait && fg_lanes_cancel(r->d.key, &r->lw)) r->lane_wait = false;
+        if (r->lane_wait && fg_lanes_cancel(r->e->gw->lanes, r->d.key, &r->lw)) r->lane_wait = false;
         /* fall through */
     case RS_AUDIT:
     case RS_CHECK:

@@ -353,7 +353,7 @@ static void touch(fg_upx_t *u)
 static void release_lane(fg_upx_t *u)
 {
     if (!u->lane_key) return;
-    fg_lanes_release(u->lane_key);
+    fg_lanes_release(u->e->gw->lanes, u->lane_key);
     if (u->lane_key_owned) free(u->lane_key);
     u->lane_key = NULL;
     u->lane_key_owned = false;
