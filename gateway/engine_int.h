@@ -215,6 +215,8 @@ typedef enum req_state {
     RS_LANE,    /* waits for the resource's lane (step 8) */
     RS_CHECK,   /* the fence check is at the store (step 7) */
     RS_REFUSE,  /* the answer is a problem, to be queued at MHD's next call */
+    RS_DRAIN,   /* a refused request's small body is read and dropped; the
+                   problem goes at the end, and the connection stays open */
     RS_FORWARD, /* the check passed: forwarding starts at MHD's next call */
     RS_UPLOAD,  /* forwarding: the body flows to the upstream */
     RS_WAIT,    /* the body is done; waiting for the upstream's answer */

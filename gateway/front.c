@@ -96,6 +96,7 @@ static const char *reason_phrase(int status)
 static void log_step0(const fg_conn_t *c, int status, const char *type, const char *detail,
                       const char *reqid)
 {
+    if (!fg_log_refusal_allowed()) return;
     json_t *f = json_pack("{s:i,s:s,s:s,s:s,s:s}", "status", status, "type", type, "detail", detail,
                           "client", c->client, "request_id", reqid);
     fg_log_refusal(FG_LOG_WARN, "request refused at step 0", f);

@@ -72,7 +72,7 @@ void fg_log(fg_log_level_t lvl, const char *msg, json_t *fields)
 static __thread uint64_t refusal_window;
 static __thread unsigned refusals_in_window, refusals_suppressed;
 
-void fg_log_refusal(fg_log_level_t lvl, const char *msg, json_t *fields)
+bool fg_log_refusal_allowed(void)
 {
     uint64_t sec = fg_now_mono_ms() / 1000;
     if (sec != refusal_window) {
@@ -81,9 +81,13 @@ void fg_log_refusal(fg_log_level_t lvl, const char *msg, json_t *fields)
     }
     if (++refusals_in_window > FG_LOG_REFUSALS_PER_S) {
         refusals_suppressed++;
-        json_decref(fields);
-        return;
+        return false;
     }
+    return true;
+}
+
+void fg_log_refusal(fg_log_level_t lvl, const char *msg, json_t *fields)
+{
     if (fields && refusals_suppressed) {
         json_object_set_new(fields, "suppressed_before", json_integer(refusals_suppressed));
         refusals_suppressed = 0;

@@ -9,6 +9,7 @@
 #define FG_LOG_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 typedef enum fg_log_level {
     FG_LOG_DEBUG = 0,
@@ -35,6 +36,10 @@ void fg_log(fg_log_level_t lvl, const char *msg, json_t *fields);
  * written carries "suppressed_before": N. Takes `fields` like fg_log.
  */
 #define FG_LOG_REFUSALS_PER_S 50
+/* Whether the next refusal line may be written now; when not, it is counted
+ * as left out. Ask before building the line: a flood costs no JSON. */
+bool fg_log_refusal_allowed(void);
+/* Write a refusal line (after fg_log_refusal_allowed said yes). */
 void fg_log_refusal(fg_log_level_t lvl, const char *msg, json_t *fields);
 
 /* Longest path written into a log line or an audit record; longer ones are

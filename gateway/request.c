@@ -3,7 +3,7 @@
  *
  *   RS_NEW --call--> decide (policy/decide.c)
  *      refuse, audited   -> RS_AUDIT --audited--> RS_REFUSE
- *      refuse            -> RS_REFUSE --call--> RS_RESPOND
+ *      refuse            -> RS_REFUSE --call--> [RS_DRAIN --last call-->] RS_RESPOND
  *      forward           -> RS_UPLOAD
  *      check             -> RS_LANE --lane--> RS_CHECK --checked--> RS_FORWARD | RS_REFUSE
  *   RS_FORWARD --call--> RS_UPLOAD --body..., last call--> RS_WAIT --answer--> RS_RESPOND
@@ -282,6 +282,33 @@ static enum MHD_Result queue_refusal(fg_req_t *r)
     return ret;
 }
 
+/*
+ * Answer a refusal decided before MHD read the body. libmicrohttpd closes the
+ * connection after an answer queued that early (it cannot know where the
+ * unread body ends), so a keep-alive client would pay a new connection for
+ * every 409. When the body is small (or absent) and the client did not ask
+ * for 100-continue, let MHD read it first, discarded (RS_DRAIN), and answer at
+ * its end: the connection stays open, as nginx does when it discards a body.
+ */
+#define DRAIN_MAX (64 * 1024)
+
+static int64_t body_length(fg_req_t *r);
+
+static enum MHD_Result answer_refusal(fg_req_t *r)
+{
+    int64_t len = body_length(r);
+    if (len == -1 || len > DRAIN_MAX ||
+        MHD_lookup_connection_value(r->mc, MHD_HEADER_KIND, "Expect"))
+        return queue_refusal(r); /* early: MHD closes the connection after it */
+    r->st = RS_DRAIN;
+    r->body_len = len;
+    if (len > 0) {
+        r->body_since = fg_now_mono_ms();
+        fg_tq_put(&r->e->q_body, &r->timer, r->body_since);
+    }
+    return MHD_YES;
+}
+
 /* MHD pulls the upstream's answer body through here. */
 static ssize_t content_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -504,7 +531,7 @@ static enum MHD_Result start_forward(fg_req_t *r)
         release_lane(r);
         refuse(r, 502, "upstream-error", "Upstream error", FG_OUT_UPSTREAM_ERROR,
                "cannot start the upstream request");
-        return queue_refusal(r);
+        return answer_refusal(r);
     }
     r->st = RS_UPLOAD;
     if (len > 0 || len == -1) {
@@ -592,7 +619,7 @@ static enum MHD_Result on_head(fg_req_t *r)
     if (fg_decide(cfg_of(r), r->method, r->raw, r->raw_len, &hv, r->path_buf, r->raw_len + 1,
                   r->key_buf, d) != 0) {
         refuse(r, 502, "upstream-error", "Upstream error", FG_OUT_UPSTREAM_ERROR, "internal error");
-        return queue_refusal(r);
+        return answer_refusal(r);
     }
     r->outcome = class_outcome[d->cls];
     switch (d->action) {
@@ -609,14 +636,14 @@ static enum MHD_Result on_head(fg_req_t *r)
             }
             log_unstored_audit(&r->job.audit, FG_EFULL);
         }
-        return queue_refusal(r);
+        return answer_refusal(r);
     case FG_ACT_FORWARD:
         if (d->cls == FG_CLASS_REPORT_ONLY) audit_loose(r, FG_REASON_REPORT_ONLY);
         return start_forward(r);
     case FG_ACT_CHECK:
     default:
         take_lane(r);
-        if (r->st == RS_REFUSE) return queue_refusal(r);
+        if (r->st == RS_REFUSE) return answer_refusal(r);
         suspend(r);
         return MHD_YES;
     }
@@ -630,6 +657,7 @@ static void access_log(fg_req_t *r)
     const fg_config_t *cfg = cfg_of(r);
     bool refused = r->status >= 400;
     if (!cfg->access_log && !refused && r->status) return;
+    if (refused && !fg_log_refusal_allowed()) return; /* over the rate: counted, not built */
     char tok[FG_TOKEN_STRLEN];
     if (r->d.has_token) fg_token_format(r->d.token, tok);
     static const char *const outcome_names[] = {
@@ -695,7 +723,8 @@ static void check_invariants(const fg_req_t *r)
         assert(r->job_out && r->job.kind == FG_JOB_CHECK && r->lane_held && !r->up);
         break;
     case RS_REFUSE:
-        assert(!r->up && r->prob.status >= 400);
+    case RS_DRAIN:
+        assert(!r->up && !r->job_out && !r->lane_held && r->prob.status >= 400);
         break;
     case RS_FORWARD:
         assert(!r->job_out && !r->up && !r->lane_wait);
@@ -744,7 +773,18 @@ static enum MHD_Result transition(fg_req_t *r, req_event_t ev, const char *data,
         }
         break;
     case RS_REFUSE:
-        if (ev == EV_CALL) return queue_refusal(r);
+        if (ev == EV_CALL) return answer_refusal(r);
+        break;
+    case RS_DRAIN:
+        if (ev == EV_BODY) { /* the refused request's body: read, and dropped */
+            fg_tq_put(&r->e->q_body, &r->timer, fg_now_mono_ms());
+            *len = 0;
+            return MHD_YES;
+        }
+        if (ev == EV_CALL) { /* its end: answer, and the connection stays open */
+            fg_tq_del(&r->timer);
+            return queue_refusal(r);
+        }
         break;
     case RS_FORWARD:
         if (ev == EV_CALL) return start_forward(r);
@@ -835,7 +875,8 @@ static void inbox(fg_req_t *r, int msg)
 void fg_req_lane_timeout(fg_req_t *r)
 {
     fg_tq_del(&r->timer);
-    if (r->st != RS_LANE || !r->lane_wait || !fg_lanes_cancel(r->e->gw->lanes, r->d.key, &r->lw)) return;
+    if (r->st != RS_LANE || !r->lane_wait || !fg_lanes_cancel(r->e->gw->lanes, r->d.key, &r->lw))
+        return;
     r->lane_wait = false;
     refuse(r, 503, "fence-busy", "Resource busy", FG_OUT_FENCE_BUSY,
            "an earlier write to %s is still at the upstream after %" PRIu64 " ms", r->d.key,
@@ -854,7 +895,8 @@ void fg_req_shutdown(fg_req_t *r)
 {
     switch (r->st) {
     case RS_LANE:
-        if (r->lane_wait && fg_lanes_cancel(r->e->gw->lanes, r->d.key, &r->lw)) r->lane_wait = false;
+        if (r->lane_wait && fg_lanes_cancel(r->e->gw->lanes, r->d.key, &r->lw))
+            r->lane_wait = false;
         /* fall through */
     case RS_AUDIT:
     case RS_CHECK:

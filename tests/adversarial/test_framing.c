@@ -9,6 +9,7 @@
  * resource for good.
  */
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "adv.h"
@@ -237,6 +238,51 @@ Test(framing, expect_without_a_body_cannot_carry_the_next_request, .timeout = 60
     cr_assert_eq(fgt_rawup_requests(A.up), 1);
     cr_assert_null(strstr(up, "DELETE"));
     cr_assert_null(strcasestr(up, "Expect:"), "Expect is not forwarded:\n%s", up);
+    free(up);
+    adv_stop(&A);
+}
+
+/* A refused write with a small body keeps its keep-alive connection: the body
+ * is read and dropped, the problem answers it, and the next request on the
+ * same connection is served. The dropped body is only a body, even when its
+ * bytes look like a request. */
+Test(framing, a_refusal_keeps_the_connection_and_drops_only_the_body, .timeout = 60)
+{
+    adv_start(&A, NULL, NULL);
+    const char *w = "PUT /orders/9 HTTP/1.1\r\nHost: x\r\nFencing-Token: 50\r\n"
+                    "Content-Length: 2\r\n\r\nok";
+    char *r = fgt_raw_request(A.gw.port, w, strlen(w), 2000);
+    cr_assert_eq(adv_status(r), 200, "%s", r);
+    free(r);
+    const char *inner = "DELETE /orders/9 HTTP/1.1\r\nHost: x\r\n\r\n";
+    char bytes[1024];
+    snprintf(bytes, sizeof bytes,
+             "PUT /orders/9 HTTP/1.1\r\nHost: x\r\nFencing-Token: 7\r\nContent-Length: %zu\r\n\r\n"
+             "%s"
+             "PUT /orders/9 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz"
+             "GET /orders/9 HTTP/1.1\r\nHost: x\r\n\r\n",
+             strlen(inner), inner);
+    int fd = fgt_raw_connect(A.gw.port);
+    cr_assert_eq(send(fd, bytes, strlen(bytes), 0), (ssize_t)strlen(bytes));
+    /* three answers on one connection: 409 (stale), 428 (no token), 200 */
+    char *resp = NULL;
+    bool closed = false;
+    for (int i = 0; i < 100; i++) {
+        free(resp);
+        resp = fgt_raw_read_all(fd, 100, &closed);
+        if (adv_responses(resp) >= 3 || closed) break;
+    }
+    close(fd);
+    cr_assert_eq(adv_responses(resp), 3, "want 409, 428, 200 on one connection:\n%s", resp);
+    cr_assert(strstr(resp, "HTTP/1.1 409") && strstr(resp, "HTTP/1.1 428") &&
+                  strstr(resp, "HTTP/1.1 200"),
+              "%s", resp);
+    cr_assert_not(closed, "the refusals closed the keep-alive connection");
+    free(resp);
+    size_t len = 0;
+    char *up = adv_upstream(&A, &len);
+    cr_assert_eq(fgt_rawup_requests(A.up), 2, "only the first PUT and the GET:\n%s", up);
+    cr_assert_null(strstr(up, "DELETE"), "the dropped body reached the upstream as a request");
     free(up);
     adv_stop(&A);
 }
