@@ -18,7 +18,7 @@
 # Knobs (environment): REPS [3] rounds and DURATION [10] s per measured run (as run-peers.sh),
 # WARMUP [3], QUIET_WAIT, QUIET_PCT, FOREIGN_MAX, RETRIES, CONNS, THREADS, RESOURCES (passed to
 # run-peers.sh and the bench/*.sh scripts), REDIS_BENCH_N [50000] (run-peers.sh's Redis ceiling),
-# GATEWAY_PORT [8083] (admin = +10), PG_PORT [55432], STATE_POOL [4], WORKERS [0],
+# GATEWAY_PORT [8083] (admin = +10), PG_PORT [15432], STATE_POOL [4], WORKERS [0],
 # PEERS_DIR [../shared/peers], PEERS_WORK [/tmp/fencegate-peers], BENCH_OUT [results dir].
 # A quick try on a busy machine: REPS=1 DURATION=2 WARMUP=1 QUIET_WAIT=5 bench/run.sh put
 #
@@ -42,7 +42,7 @@ export REDIS_BENCH_N=${REDIS_BENCH_N:-50000}
 export PEERS_DIR PEERS_WORK BUILD_DIR
 GATEWAY_PORT=${GATEWAY_PORT:-8083}
 ADMIN_PORT=$(( GATEWAY_PORT + 10 ))
-PG_PORT=${PG_PORT:-55432}
+PG_PORT=${PG_PORT:-15432}   # below the ephemeral range (32768+), where a client socket could hold it
 PEERS=$PEERS_DIR/run-peers.sh
 [ -f "$PEERS" ] || die "peer script not found: $PEERS (set PEERS_DIR)"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -119,12 +119,13 @@ EOF
 }
 
 # ---------------------------------------------------------------- run-peers.sh sections
-# peers_section SECTION LOAD "TARGETS" CONF: runs run-peers.sh with fencegate as the gateway
-# target, then writes medians per target to $OUT/SECTION.result from its runs.tsv.
+# peers_section SECTION LOAD "TARGETS" CONF [VAR=VALUE...]: runs run-peers.sh with fencegate as
+# the gateway target, then writes medians per target to $OUT/SECTION.result from its runs.tsv.
 peers_section() {
   local sec=$1 load=$2 targets=$3 conf=$4 logf=$OUT/$1.log rc=0 dir
+  shift 4
   : > "$logf"
-  step "$sec" "$logf" env "${KNOBS[@]}" LOAD="$load" TARGETS="$targets" GATEWAY_NAME=fencegate \
+  step "$sec" "$logf" env "${KNOBS[@]}" "$@" LOAD="$load" TARGETS="$targets" GATEWAY_NAME=fencegate \
     GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT" GATEWAY_CMD="$GW -c $WORK/$conf.conf" \
     bash "$PEERS" || rc=$?
   dir=$(sed -n 's/^raw: \(.*\)\/runs\.tsv,.*/\1/p' "$logf" | tail -1)
@@ -201,7 +202,11 @@ fi
 if want postgres; then
   start_postgres
   gw_conf postgres "postgres://postgres@127.0.0.1:$PG_PORT/postgres"
-  peers_section postgres put "peer-b gateway" postgres
+  # Postgres puts each backend in a session of its own (setsid), so run-peers.sh would count
+  # the store's CPU as another tenant's and discard the gateway's runs. It leaves GATEWAY_PID
+  # and that PID's children out of the other tenants; with GATEWAY_CMD set, it does not use it
+  # for anything else. The postmaster's children are exactly the backends.
+  peers_section postgres put "peer-b gateway" postgres GATEWAY_PID="${BG_PID[postgres]}"
   stop_postgres
 fi
 if want stale; then
