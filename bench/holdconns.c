@@ -59,7 +59,8 @@ static int read_answer(int fd)
     int chunked = 0;
     for (char *l = strstr(buf, "\r\n"); l && l < eoh; l = strstr(l + 2, "\r\n")) {
         if (strncasecmp(l + 2, "Content-Length:", 15) == 0) clen = strtol(l + 17, NULL, 10);
-        if (strncasecmp(l + 2, "Transfer-Encoding:", 18) == 0 && strcasestr(l, "chunked")) chunked = 1;
+        if (strncasecmp(l + 2, "Transfer-Encoding:", 18) == 0 && strcasestr(l, "chunked"))
+            chunked = 1;
     }
     if (chunked) { /* small bodies only: read until the last chunk */
         memmove(buf, eoh + 4, body);

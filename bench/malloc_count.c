@@ -49,7 +49,7 @@ typedef struct {
 } obj_t;
 
 static obj_t objs[MAX_OBJ];
-static int nobj;                   /* written once, before `ready` is set */
+static int nobj; /* written once, before `ready` is set */
 static int ready;
 static unsigned long total;
 static unsigned long per_obj[MAX_OBJ + 1]; /* [MAX_OBJ] = not in any object mapped at start */
@@ -117,7 +117,8 @@ static int add_obj(struct dl_phdr_info *info, size_t size, void *data)
     (void)data;
     if (nobj >= MAX_OBJ) return 1;
     obj_t *o = &objs[nobj];
-    const char *name = info->dlpi_name && info->dlpi_name[0] ? info->dlpi_name : program_invocation_short_name;
+    const char *name =
+        info->dlpi_name && info->dlpi_name[0] ? info->dlpi_name : program_invocation_short_name;
     const char *slash = strrchr(name, '/');
     snprintf(o->name, sizeof o->name, "%s", slash ? slash + 1 : name);
     o->nseg = 0;
