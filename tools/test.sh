@@ -13,7 +13,7 @@ START=$(date +%s)
 PKGS=(cmake gcc make pkg-config curl jq ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
       libhiredis-dev libpq-dev libsqlite3-dev libinih-dev libjansson-dev libcriterion-dev
       libhttp-parser-dev redis-server redis-tools postgresql etcd-server etcd-client zookeeper
-      libzookeeper-mt-dev clang-14 libclang-rt-14-dev mandoc dpkg-dev libsystemd-dev prometheus)
+      libzookeeper-mt-dev clang-14 libclang-rt-14-dev clang-format-14 mandoc dpkg-dev libsystemd-dev prometheus)
 # prometheus: for promtool (test_metrics checks /metrics with it); libsystemd-dev: sd_notify
 . tools/ensure-packages.sh
 ensure_packages "${PKGS[@]}"
