@@ -18,7 +18,7 @@
 
 static env_t E;
 static atomic_ullong next_token;
-static atomic_int accepted, stale, other;
+static atomic_int accepted, stale, other, late;
 
 static void *writer(void *arg)
 {
@@ -37,6 +37,16 @@ static void *writer(void *arg)
             atomic_fetch_add(&stale, 1);
         else
             atomic_fetch_add(&other, 1);
+        /* A paused lock holder that wakes up late: once token t was accepted
+         * the hwm of its resource is at least t, so t - RESOURCES (same
+         * resource) must be refused whatever the timing. The random jitter
+         * above may or may not produce stale writes; these always do. */
+        if (st == 200 && t > RESOURCES && i % 8 == 0) {
+            snprintf(tok, sizeof tok, "%llu", t - RESOURCES);
+            st = put_tok(&E, path, tok, tok);
+            atomic_fetch_add(st == 409 ? &stale : &other, 1);
+            if (st == 409) atomic_fetch_add(&late, 1);
+        }
     }
     return NULL;
 }
@@ -48,15 +58,16 @@ static void run(store_kind_t kind)
     atomic_store(&accepted, 0);
     atomic_store(&stale, 0);
     atomic_store(&other, 0);
+    atomic_store(&late, 0);
     pthread_t th[WRITERS];
     for (int i = 0; i < WRITERS; i++) pthread_create(&th[i], NULL, writer, (void *)(uintptr_t)i);
     for (int i = 0; i < WRITERS; i++) pthread_join(th[i], NULL);
     int acc = atomic_load(&accepted), stl = atomic_load(&stale), oth = atomic_load(&other);
-    fprintf(stderr, "ordering (%s): %d accepted, %d stale, %d other of %d writes\n",
-            kind == STORE_REDIS ? "redis" : "sqlite", acc, stl, oth, WRITERS * PER_WRITER);
+    fprintf(stderr, "ordering (%s): %d accepted, %d stale (%d of them late replays), %d other\n",
+            kind == STORE_REDIS ? "redis" : "sqlite", acc, stl, atomic_load(&late), oth);
     cr_assert_eq(oth, 0, "every write is either accepted or stale");
     cr_assert_geq(acc, 200, "too few accepted writes (%d) for the test to mean something", acc);
-    cr_assert_gt(stl, 0, "no write was stale: the race was not exercised");
+    cr_assert_gt(atomic_load(&late), 0, "no late replay was sent: the test did not run");
 
     json_t *log = fgt_upstream_log(&E.up);
     cr_assert_eq((int)json_array_size(log), acc, "upstream got %zu writes, gateway accepted %d",
