@@ -472,7 +472,7 @@ static json_t *store_state(fg_admin_t *a, bool *ready)
             pthread_mutex_unlock(&a->store_mu);
         }
     }
-    fg_metrics_set_store_up(rc == 0);
+    fg_metrics_set_store_up(a->gw->metrics, rc == 0);
     *ready = rc == 0;
     json_t *o = json_object();
     if (!o) return NULL;
@@ -516,9 +516,10 @@ static enum MHD_Result get_status(fg_admin_t *a, struct MHD_Connection *c)
     json_object_set_new(o, "version", json_string(FG_VERSION));
     json_object_set_new(o, "uptime_s",
                         json_integer((json_int_t)((fg_now_mono_ms() - a->gw->started_ms) / 1000)));
-    json_object_set_new(o, "inflight", json_integer(fg_metrics_gauge(FG_GAUGE_INFLIGHT)));
+    json_object_set_new(o, "inflight",
+                        json_integer(fg_metrics_gauge(a->gw->metrics, FG_GAUGE_INFLIGHT)));
     json_object_set_new(o, "refusals_last_minute",
-                        json_integer((json_int_t)fg_metrics_refusals_last_minute()));
+                        json_integer((json_int_t)fg_metrics_refusals_last_minute(a->gw->metrics)));
     json_object_set_new(o, "require_durable", json_boolean(a->gw->boot->require_durable));
     return reply_json(c, 200, o);
 }
@@ -694,7 +695,7 @@ static enum MHD_Result on_admin(void *cls, struct MHD_Connection *c, const char 
     if (!is_get) return problem(c, 405, "method-not-allowed", "Method not allowed", "use GET");
     if (PATH_IS("/metrics")) {
         size_t len;
-        char *s = fg_metrics_render(&len);
+        char *s = fg_metrics_render(a->gw->metrics, &len);
         return s ? reply(c, 200, "text/plain; version=0.0.4", s, len) : MHD_NO;
     }
     if (PATH_IS("/v1/status")) return get_status(a, c);

@@ -123,7 +123,8 @@ static void write_problem(fg_conn_t *c, int status, const char *type, const char
     (void)w; /* a client that does not read gets a cut answer; it is closing anyway */
     shutdown(c->fd, SHUT_WR);
     free(body);
-    fg_metrics_count(NULL, status == 408 ? FG_OUT_REQUEST_TIMEOUT : FG_OUT_MALFORMED_REQUEST);
+    fg_metrics_count(c->e->gw->metrics, NULL,
+                     status == 408 ? FG_OUT_REQUEST_TIMEOUT : FG_OUT_MALFORMED_REQUEST);
     log_step0(c, status, type, detail, reqid);
 }
 
@@ -260,7 +261,7 @@ static void conn_open(fg_engine_t *e, struct MHD_Connection *mc, void **socket_c
     if (e->conns) e->conns->prev = c;
     e->conns = c;
     e->nconns++;
-    fg_metrics_gauge_add(FG_GAUGE_CONNECTIONS, 1);
+    fg_metrics_gauge_add(e->gw->metrics, FG_GAUGE_CONNECTIONS, 1);
     *socket_context = c;
     if (c->fd < 0 || (size_t)c->fd >= hook_len) {
         c->state = CONN_REFUSED; /* cannot be checked: MHD closes it on its first read */
@@ -290,7 +291,7 @@ static void conn_close(fg_engine_t *e, fg_conn_t *c)
         e->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     e->nconns--;
-    fg_metrics_gauge_add(FG_GAUGE_CONNECTIONS, -1);
+    fg_metrics_gauge_add(e->gw->metrics, FG_GAUGE_CONNECTIONS, -1);
     free(c);
 }
 

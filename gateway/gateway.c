@@ -20,14 +20,14 @@
 #include "gateway/metrics.h"
 #include "policy/error.h"
 
-static fg_cfgref_t *cfgref_new(fg_config_t *cfg)
+static fg_cfgref_t *cfgref_new(fg_gateway_t *gw, fg_config_t *cfg)
 {
     fg_cfgref_t *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->cfg = cfg;
     r->refs = 1;
     for (size_t i = 0; i < cfg->n_policies; i++)
-        cfg->policies[i].metrics = fg_metrics_row(cfg->policies[i].name);
+        cfg->policies[i].metrics = fg_metrics_row(gw->metrics, cfg->policies[i].name);
     return r;
 }
 
@@ -82,15 +82,15 @@ int fg_listen_socket(const char *hostport, bool reuseport, char *err, size_t err
     return fd;
 }
 
+/* The store handles' log hook; `arg` is the gateway's fg_metrics_t. */
 static void store_log(void *arg, const char *event, const char *store, const char *detail)
 {
-    (void)arg;
     json_t *f = json_pack("{s:s,s:s,s:s?}", "event", event, "store", store, "detail", detail);
     fg_log_level_t lvl = strcmp(event, "down") == 0          ? FG_LOG_ERROR
                          : strcmp(event, "not durable") == 0 ? FG_LOG_WARN
                                                              : FG_LOG_INFO;
     fg_log(lvl, "state store", f);
-    if (strcmp(event, "up") == 0) fg_metrics_count_store_reconnect();
+    if (strcmp(event, "up") == 0 && arg) fg_metrics_count_store_reconnect(arg);
 }
 
 fg_store_opts_t fg_gateway_store_opts(const fg_gateway_t *gw)
@@ -104,6 +104,7 @@ fg_store_opts_t fg_gateway_store_opts(const fg_gateway_t *gw)
     so.require_durable = cfg->require_durable;
     so.group = gw->store_group;
     so.log = store_log;
+    so.log_arg = gw->metrics;
     return so;
 }
 
@@ -154,16 +155,18 @@ int fg_gateway_start(fg_config_t *cfg, fg_gateway_t **out, char *err, size_t err
         return FG_ENOMEM;
     }
     pthread_mutex_init(&gw->cfg_mu, NULL);
-    gw->cur = cfgref_new(cfg);
+    gw->metrics = fg_metrics_new();
+    gw->cur = gw->metrics ? cfgref_new(gw, cfg) : NULL;
     if (!gw->cur) {
         fg_config_free(cfg);
+        fg_metrics_free(gw->metrics);
         free(gw);
         return FG_ENOMEM;
     }
     gw->boot = cfg;
     gw->boot_ref = gw->cur;
     gw->cur->refs++; /* the boot settings stay alive as long as the gateway */
-    int rc = fg_lanes_new(&gw->lanes);
+    int rc = fg_lanes_new(gw->metrics, &gw->lanes);
     if (rc) goto fail;
     /* before any thread reads a socket through the recv hook */
     rc = fg_front_hook_init();
@@ -179,9 +182,9 @@ int fg_gateway_start(fg_config_t *cfg, fg_gateway_t **out, char *err, size_t err
     fg_store_opts_t so = fg_gateway_store_opts(gw);
     gw->n_engines = engine_count(cfg);
     const fg_store_backend_t *be = fg_store_backend_for(cfg->state);
-    fg_metrics_set_store(be ? be->scheme : "");
+    fg_metrics_set_store(gw->metrics, be ? be->scheme : "");
     rc = fg_storepool_start(cfg->state, cfg->state_pool, (size_t)cfg->max_connections * 2 + 64, &so,
-                            &gw->pool, err, err_len);
+                            gw->metrics, &gw->pool, err, err_len);
     if (rc) goto fail;
     gw->engines = calloc(gw->n_engines, sizeof *gw->engines);
     if (!gw->engines) {
@@ -227,7 +230,7 @@ int fg_gateway_reload(fg_gateway_t *gw, fg_config_t *cfg)
     warn_changed("listen", b->listen, cfg->listen);
     warn_changed("admin_listen", b->admin_listen, cfg->admin_listen);
     warn_changed("state", b->state, cfg->state);
-    fg_cfgref_t *n = cfgref_new(cfg);
+    fg_cfgref_t *n = cfgref_new(gw, cfg);
     if (!n) {
         fg_config_free(cfg);
         return FG_ENOMEM;
@@ -263,5 +266,6 @@ void fg_gateway_free(fg_gateway_t *gw)
     fg_cfgref_put(gw->boot_ref);
     pthread_mutex_destroy(&gw->cfg_mu);
     fg_store_group_free(gw->store_group); /* after every handle is closed */
+    fg_metrics_free(gw->metrics);         /* after every user of its rows */
     free(gw);
 }

@@ -28,7 +28,8 @@ struct fg_gateway {
     fg_config_t *boot;     /* settings fixed at start (listen, state, ...) */
     fg_cfgref_t *boot_ref; /* keeps `boot` alive across reloads */
     fg_storepool_t *pool;
-    struct fg_lanes *lanes; /* per-resource ordering (lanes.c), shared by the engines */
+    struct fg_lanes *lanes;     /* per-resource ordering (lanes.c), shared by the engines */
+    struct fg_metrics *metrics; /* what /metrics shows (metrics.c); freed last */
     fg_engine_t **engines;
     unsigned n_engines;
     fg_admin_t *admin;

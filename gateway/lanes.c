@@ -28,7 +28,13 @@ typedef struct lane {
 struct fg_lanes {
     lane_t **buckets;
     pthread_mutex_t stripes[NSTRIPES];
+    fg_metrics_t *metrics; /* borrowed; NULL: no lane-waiters gauge */
 };
+
+static void waiters_add(fg_lanes_t *t, int64_t delta)
+{
+    if (t->metrics) fg_metrics_gauge_add(t->metrics, FG_GAUGE_LANE_WAITERS, delta);
+}
 
 static uint64_t hash_key(const char *s)
 {
@@ -40,11 +46,12 @@ static uint64_t hash_key(const char *s)
     return h;
 }
 
-int fg_lanes_new(fg_lanes_t **out)
+int fg_lanes_new(fg_metrics_t *metrics, fg_lanes_t **out)
 {
     *out = NULL;
     fg_lanes_t *t = calloc(1, sizeof *t);
     if (!t) return FG_ENOMEM;
+    t->metrics = metrics;
     t->buckets = calloc(NBUCKETS, sizeof *t->buckets);
     if (!t->buckets) {
         free(t);
@@ -108,7 +115,7 @@ int fg_lanes_acquire(fg_lanes_t *t, const char *key, fg_lane_waiter_t *w)
         l->head = w;
     l->tail = w;
     pthread_mutex_unlock(mu);
-    fg_metrics_gauge_add(FG_GAUGE_LANE_WAITERS, 1);
+    waiters_add(t, 1);
     return 0;
 }
 
@@ -134,7 +141,7 @@ void fg_lanes_release(fg_lanes_t *t, const char *key)
     }
     pthread_mutex_unlock(mu);
     if (next) {
-        fg_metrics_gauge_add(FG_GAUGE_LANE_WAITERS, -1);
+        waiters_add(t, -1);
         next->granted(next);
     }
 }
@@ -161,6 +168,6 @@ bool fg_lanes_cancel(fg_lanes_t *t, const char *key, fg_lane_waiter_t *w)
         w->state = 0;
     }
     pthread_mutex_unlock(mu);
-    if (removed) fg_metrics_gauge_add(FG_GAUGE_LANE_WAITERS, -1);
+    if (removed) waiters_add(t, -1);
     return removed;
 }

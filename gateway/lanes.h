@@ -28,8 +28,11 @@ struct fg_lane_waiter {
     int state; /* lanes.c private */
 };
 
-/* A new, empty lane table in *out. Returns 0 or FG_ENOMEM. */
-int fg_lanes_new(fg_lanes_t **out);
+struct fg_metrics;
+
+/* A new, empty lane table in *out. `metrics` (borrowed, may be NULL) gets the
+ * lane-waiters gauge and must outlive the table. Returns 0 or FG_ENOMEM. */
+int fg_lanes_new(struct fg_metrics *metrics, fg_lanes_t **out);
 /* Free the table and any lane still in it (after every user stopped). */
 void fg_lanes_free(fg_lanes_t *t);
 

@@ -40,15 +40,24 @@ struct fg_metrics_row {
     hist_t dur[FG_OUT_COUNT_];
 };
 
-static pthread_mutex_t rows_mu = PTHREAD_MUTEX_INITIALIZER;
-static fg_metrics_row_t *rows;
-static fg_metrics_row_t none_row;
-static int64_t gauges[FG_GAUGE_COUNT_];
-static int store_up = 1;
-static hist_t store_hist[FG_STORE_OP_COUNT_];
-static const char *store_scheme = "";
-static hist_t first_byte_hist;
-static uint64_t store_reconnects;
+/* One slot per second of the last minute: which second it counts, and how many. */
+typedef struct window_slot {
+    uint64_t sec, n;
+} window_slot_t;
+
+struct fg_metrics {
+    pthread_mutex_t rows_mu; /* guards the rows list (not the counters: atomics) */
+    fg_metrics_row_t *rows;
+    fg_metrics_row_t none_row;
+    int64_t gauges[FG_GAUGE_COUNT_];
+    int store_up;
+    hist_t store_hist[FG_STORE_OP_COUNT_];
+    const char *store_scheme;
+    hist_t first_byte_hist;
+    uint64_t store_reconnects;
+    window_slot_t window[60];
+};
+
 static const char *const store_op_names[FG_STORE_OP_COUNT_] = {"check", "audit"};
 
 static const char *outcome_names[FG_OUT_COUNT_] = {
@@ -57,12 +66,34 @@ static const char *outcome_names[FG_OUT_COUNT_] = {
 #undef FG_OUTCOME_NAME
 };
 
-fg_metrics_row_t *fg_metrics_row(const char *policy)
+fg_metrics_t *fg_metrics_new(void)
 {
-    if (!policy) return &none_row;
-    pthread_mutex_lock(&rows_mu);
+    fg_metrics_t *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    pthread_mutex_init(&m->rows_mu, NULL);
+    m->store_up = 1;
+    m->store_scheme = "";
+    return m;
+}
+
+void fg_metrics_free(fg_metrics_t *m)
+{
+    if (!m) return;
+    for (fg_metrics_row_t *r = m->rows, *next; r; r = next) {
+        next = r->next;
+        free(r->policy);
+        free(r);
+    }
+    pthread_mutex_destroy(&m->rows_mu);
+    free(m);
+}
+
+fg_metrics_row_t *fg_metrics_row(fg_metrics_t *m, const char *policy)
+{
+    if (!policy) return &m->none_row;
+    pthread_mutex_lock(&m->rows_mu);
     fg_metrics_row_t *r;
-    for (r = rows; r; r = r->next)
+    for (r = m->rows; r; r = r->next)
         if (strcmp(r->policy, policy) == 0) break;
     if (!r) {
         r = calloc(1, sizeof *r);
@@ -72,19 +103,14 @@ fg_metrics_row_t *fg_metrics_row(const char *policy)
         }
         if (r) {
             /* append, so /metrics lists policies in the order first seen */
-            fg_metrics_row_t **tail = &rows;
+            fg_metrics_row_t **tail = &m->rows;
             while (*tail) tail = &(*tail)->next;
             *tail = r;
         }
     }
-    pthread_mutex_unlock(&rows_mu);
+    pthread_mutex_unlock(&m->rows_mu);
     return r;
 }
-
-/* One slot per second of the last minute: which second it counts, and how many. */
-static struct {
-    uint64_t sec, n;
-} window[60];
 
 static uint64_t now_sec(void)
 {
@@ -93,8 +119,9 @@ static uint64_t now_sec(void)
     return (uint64_t)ts.tv_sec;
 }
 
-static void count_refusal(void)
+static void count_refusal(fg_metrics_t *m)
 {
+    window_slot_t *window = m->window;
     uint64_t sec = now_sec();
     size_t slot = sec % 60;
     uint64_t was = __atomic_load_n(&window[slot].sec, __ATOMIC_ACQUIRE);
@@ -104,8 +131,9 @@ static void count_refusal(void)
     __atomic_fetch_add(&window[slot].n, 1, __ATOMIC_RELAXED);
 }
 
-uint64_t fg_metrics_refusals_last_minute(void)
+uint64_t fg_metrics_refusals_last_minute(fg_metrics_t *m)
 {
+    const window_slot_t *window = m->window;
     uint64_t sec = now_sec(), total = 0;
     for (size_t i = 0; i < 60; i++) {
         uint64_t s = __atomic_load_n(&window[i].sec, __ATOMIC_ACQUIRE);
@@ -114,26 +142,26 @@ uint64_t fg_metrics_refusals_last_minute(void)
     return total;
 }
 
-void fg_metrics_count(fg_metrics_row_t *row, fg_outcome_t o)
+void fg_metrics_count(fg_metrics_t *m, fg_metrics_row_t *row, fg_outcome_t o)
 {
-    if (!row) row = &none_row;
+    if (!row) row = &m->none_row;
     __atomic_fetch_add(&row->count[o], 1, __ATOMIC_RELAXED);
-    if (FG_OUTCOME_IS_REFUSAL(o)) count_refusal();
+    if (FG_OUTCOME_IS_REFUSAL(o)) count_refusal(m);
 }
 
-int64_t fg_metrics_gauge(int which)
+int64_t fg_metrics_gauge(fg_metrics_t *m, int which)
 {
-    return __atomic_load_n(&gauges[which], __ATOMIC_RELAXED);
+    return __atomic_load_n(&m->gauges[which], __ATOMIC_RELAXED);
 }
 
-void fg_metrics_gauge_add(int which, int64_t delta)
+void fg_metrics_gauge_add(fg_metrics_t *m, int which, int64_t delta)
 {
-    __atomic_fetch_add(&gauges[which], delta, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&m->gauges[which], delta, __ATOMIC_RELAXED);
 }
 
-void fg_metrics_set_store_up(int up)
+void fg_metrics_set_store_up(fg_metrics_t *m, int up)
 {
-    __atomic_store_n(&store_up, up, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->store_up, up, __ATOMIC_RELAXED);
 }
 
 uint64_t fg_metrics_now_ns(void)
@@ -161,30 +189,31 @@ static void observe(hist_t *h, double seconds)
     __atomic_fetch_add(&h->sum_ns, ns, __ATOMIC_RELAXED);
 }
 
-void fg_metrics_observe_request(fg_metrics_row_t *row, fg_outcome_t o, double seconds)
+void fg_metrics_observe_request(fg_metrics_t *m, fg_metrics_row_t *row, fg_outcome_t o,
+                                double seconds)
 {
-    if (!row) row = &none_row;
+    if (!row) row = &m->none_row;
     observe(&row->dur[o], seconds);
 }
 
-void fg_metrics_observe_store(fg_store_op_t op, double seconds)
+void fg_metrics_observe_store(fg_metrics_t *m, fg_store_op_t op, double seconds)
 {
-    observe(&store_hist[op], seconds);
+    observe(&m->store_hist[op], seconds);
 }
 
-void fg_metrics_set_store(const char *scheme)
+void fg_metrics_set_store(fg_metrics_t *m, const char *scheme)
 {
-    __atomic_store_n(&store_scheme, scheme ? scheme : "", __ATOMIC_RELEASE);
+    __atomic_store_n(&m->store_scheme, scheme ? scheme : "", __ATOMIC_RELEASE);
 }
 
-void fg_metrics_observe_upstream_first_byte(double seconds)
+void fg_metrics_observe_upstream_first_byte(fg_metrics_t *m, double seconds)
 {
-    observe(&first_byte_hist, seconds);
+    observe(&m->first_byte_hist, seconds);
 }
 
-void fg_metrics_count_store_reconnect(void)
+void fg_metrics_count_store_reconnect(fg_metrics_t *m)
 {
-    __atomic_fetch_add(&store_reconnects, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&m->store_reconnects, 1, __ATOMIC_RELAXED);
 }
 
 /* Append to a growing buffer; returns 0 or -1 on ENOMEM. */
@@ -282,69 +311,69 @@ static int render_row(sbuf_t *b, sbuf_t *lab, const fg_metrics_row_t *r, bool hi
     return 0;
 }
 
-static int render_rows(sbuf_t *b, sbuf_t *lab, bool histograms)
+static int render_rows(fg_metrics_t *m, sbuf_t *b, sbuf_t *lab, bool histograms)
 {
     int rc = 0;
-    pthread_mutex_lock(&rows_mu);
-    for (const fg_metrics_row_t *r = rows; r && !rc; r = r->next)
+    pthread_mutex_lock(&m->rows_mu);
+    for (const fg_metrics_row_t *r = m->rows; r && !rc; r = r->next)
         rc = render_row(b, lab, r, histograms);
-    pthread_mutex_unlock(&rows_mu);
-    return rc ? rc : render_row(b, lab, &none_row, histograms);
+    pthread_mutex_unlock(&m->rows_mu);
+    return rc ? rc : render_row(b, lab, &m->none_row, histograms);
 }
 
-static uint64_t rejections(void)
+static uint64_t rejections(fg_metrics_t *m)
 {
     uint64_t rej = 0;
-    pthread_mutex_lock(&rows_mu);
+    pthread_mutex_lock(&m->rows_mu);
     for (int o = FG_OUT_STALE; o <= FG_OUT_TOKEN_JUMP; o++) {
-        for (const fg_metrics_row_t *r = rows; r; r = r->next)
+        for (const fg_metrics_row_t *r = m->rows; r; r = r->next)
             rej += __atomic_load_n(&r->count[o], __ATOMIC_RELAXED);
-        rej += __atomic_load_n(&none_row.count[o], __ATOMIC_RELAXED);
+        rej += __atomic_load_n(&m->none_row.count[o], __ATOMIC_RELAXED);
     }
-    pthread_mutex_unlock(&rows_mu);
+    pthread_mutex_unlock(&m->rows_mu);
     return rej;
 }
 
-static long long gauge(int which)
+static long long gauge(fg_metrics_t *m, int which)
 {
-    return (long long)__atomic_load_n(&gauges[which], __ATOMIC_RELAXED);
+    return (long long)fg_metrics_gauge(m, which);
 }
 
-static int render_store(sbuf_t *b, sbuf_t *lab)
+static int render_store(fg_metrics_t *m, sbuf_t *b, sbuf_t *lab)
 {
-    const char *scheme = __atomic_load_n(&store_scheme, __ATOMIC_ACQUIRE);
+    const char *scheme = __atomic_load_n(&m->store_scheme, __ATOMIC_ACQUIRE);
     for (int op = 0; op < FG_STORE_OP_COUNT_; op++) {
         lab->len = 0;
         if (sb_printf(lab, "store=\"") || sb_label(lab, scheme) ||
             sb_printf(lab, "\",op=\"%s\"", store_op_names[op]) ||
-            render_hist(b, "fencegate_store_seconds", lab->p, &store_hist[op]))
+            render_hist(b, "fencegate_store_seconds", lab->p, &m->store_hist[op]))
             return -1;
     }
     return 0;
 }
 
-char *fg_metrics_render(size_t *len)
+char *fg_metrics_render(fg_metrics_t *m, size_t *len)
 {
     sbuf_t b = {0}, lab = {0};
     int rc = sb_printf(&b, "# HELP fencegate_requests_total Requests by policy and outcome "
                            "(refusals by reason are the refusal outcomes).\n"
                            "# TYPE fencegate_requests_total counter\n");
-    if (!rc) rc = render_rows(&b, &lab, false);
+    if (!rc) rc = render_rows(m, &b, &lab, false);
     if (!rc)
         rc = sb_printf(&b, "# HELP fencegate_request_duration_seconds Time from the request "
                            "line to the end of the answer, by policy and outcome.\n"
                            "# TYPE fencegate_request_duration_seconds histogram\n");
-    if (!rc) rc = render_rows(&b, &lab, true);
+    if (!rc) rc = render_rows(m, &b, &lab, true);
     if (!rc)
         rc = sb_printf(&b, "# HELP fencegate_store_seconds State store round trips (a batch of "
                            "fence checks is one), failed ones included.\n"
                            "# TYPE fencegate_store_seconds histogram\n");
-    if (!rc) rc = render_store(&b, &lab);
+    if (!rc) rc = render_store(m, &b, &lab);
     if (!rc)
         rc = sb_printf(&b, "# HELP fencegate_upstream_first_byte_seconds Time from a transfer's "
                            "start to the upstream's answer head.\n"
                            "# TYPE fencegate_upstream_first_byte_seconds histogram\n");
-    if (!rc) rc = render_hist(&b, "fencegate_upstream_first_byte_seconds", "", &first_byte_hist);
+    if (!rc) rc = render_hist(&b, "fencegate_upstream_first_byte_seconds", "", &m->first_byte_hist);
     if (!rc)
         rc = sb_printf(
             &b,
@@ -368,11 +397,11 @@ char *fg_metrics_render(size_t *len)
             "# TYPE fencegate_store_queue gauge\nfencegate_store_queue %lld\n"
             "# HELP fencegate_state_store_up 1 when the last store call succeeded.\n"
             "# TYPE fencegate_state_store_up gauge\nfencegate_state_store_up %d\n",
-            (unsigned long long)rejections(),
-            (unsigned long long)__atomic_load_n(&store_reconnects, __ATOMIC_RELAXED),
-            gauge(FG_GAUGE_INFLIGHT), gauge(FG_GAUGE_LANE_WAITERS), gauge(FG_GAUGE_QUARANTINED),
-            gauge(FG_GAUGE_CONNECTIONS), gauge(FG_GAUGE_STORE_QUEUE),
-            __atomic_load_n(&store_up, __ATOMIC_RELAXED));
+            (unsigned long long)rejections(m),
+            (unsigned long long)__atomic_load_n(&m->store_reconnects, __ATOMIC_RELAXED),
+            gauge(m, FG_GAUGE_INFLIGHT), gauge(m, FG_GAUGE_LANE_WAITERS),
+            gauge(m, FG_GAUGE_QUARANTINED), gauge(m, FG_GAUGE_CONNECTIONS),
+            gauge(m, FG_GAUGE_STORE_QUEUE), __atomic_load_n(&m->store_up, __ATOMIC_RELAXED));
     free(lab.p);
     if (rc) {
         free(b.p);

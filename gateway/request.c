@@ -111,7 +111,6 @@ static void req_free(fg_req_t *r)
     assert(!r->job_out && !r->lane_wait && !r->up);
     release_lane(r);
     fg_tq_del(&r->timer);
-    fg_tq_del(&r->timer);
     fg_cfgref_put(r->cfg);
     if (r->prev)
         r->prev->next = r->next;
@@ -119,7 +118,7 @@ static void req_free(fg_req_t *r)
         e->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
     e->nreqs--;
-    fg_metrics_gauge_add(FG_GAUGE_INFLIGHT, -1);
+    fg_metrics_gauge_add(e->gw->metrics, FG_GAUGE_INFLIGHT, -1);
     if (r->pooled && e->n_req_free < REQ_POOL_MAX) { /* keep it for the next request */
         r->next = e->req_free;
         e->req_free = r;
@@ -275,7 +274,7 @@ static enum MHD_Result queue_refusal(fg_req_t *r)
     MHD_add_response_header(resp, "X-Request-Id", r->reqid);
     if (r->prob.status == 503) MHD_add_response_header(resp, "Retry-After", "1");
     r->status = r->prob.status;
-    fg_metrics_count(row_of(r), r->outcome);
+    fg_metrics_count(r->e->gw->metrics, row_of(r), r->outcome);
     r->st = RS_RESPOND;
     enum MHD_Result ret = MHD_queue_response(r->mc, (unsigned)r->prob.status, resp);
     MHD_destroy_response(resp);
@@ -349,7 +348,7 @@ static enum MHD_Result queue_answer(fg_req_t *r)
     }
     if (!u->rh_has_reqid) MHD_add_response_header(resp, "X-Request-Id", r->reqid);
     r->status = (int)u->status;
-    fg_metrics_count(row_of(r), r->outcome);
+    fg_metrics_count(r->e->gw->metrics, row_of(r), r->outcome);
     r->st = RS_RESPOND;
     enum MHD_Result ret = MHD_queue_response(r->mc, (unsigned)u->status, resp);
     MHD_destroy_response(resp);
@@ -553,7 +552,7 @@ static enum MHD_Result cut_client(fg_req_t *r, int status, const char *type, con
     fg_tq_del(&r->timer);
     r->status = status;
     r->outcome = status == 408 ? FG_OUT_REQUEST_TIMEOUT : FG_OUT_MALFORMED_REQUEST;
-    fg_metrics_count(row_of(r), r->outcome);
+    fg_metrics_count(r->e->gw->metrics, row_of(r), r->outcome);
     if (r->conn) fg_front_abort(r->conn, status, type, title, detail, true);
     return MHD_NO;
 }
@@ -685,7 +684,8 @@ static void on_gone(fg_req_t *r)
 {
     if (r->method[0]) access_log(r);
     if (r->status)
-        fg_metrics_observe_request(row_of(r), r->outcome, fg_metrics_since(r->t_start_ns));
+        fg_metrics_observe_request(r->e->gw->metrics, row_of(r), r->outcome,
+                                   fg_metrics_since(r->t_start_ns));
     r->conn = NULL;
     r->mc = NULL;
     r->suspended = false;
@@ -695,7 +695,6 @@ static void on_gone(fg_req_t *r)
     }
     if (r->lane_wait && fg_lanes_cancel(r->e->gw->lanes, r->d.key, &r->lw)) r->lane_wait = false;
     release_lane(r);
-    fg_tq_del(&r->timer);
     fg_tq_del(&r->timer);
     r->st = RS_DONE;
     maybe_free(r);
@@ -953,6 +952,6 @@ fg_req_t *fg_req_new(fg_engine_t *e, fg_conn_t *c, const char *uri)
     if (e->reqs) e->reqs->prev = r;
     e->reqs = r;
     e->nreqs++;
-    fg_metrics_gauge_add(FG_GAUGE_INFLIGHT, 1);
+    fg_metrics_gauge_add(r->e->gw->metrics, FG_GAUGE_INFLIGHT, 1);
     return r;
 }

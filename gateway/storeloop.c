@@ -80,7 +80,8 @@ static void set_interest(fg_sloop_t *sl, bool out)
 static void deliver(fg_sloop_t *sl, int rc)
 {
     fg_req_t *r = sl->fifo[sl->head];
-    fg_metrics_observe_store(FG_STORE_OP_CHECK, fg_metrics_since(sl->sent_at[sl->head]));
+    fg_metrics_observe_store(sl->e->gw->metrics, FG_STORE_OP_CHECK,
+                             fg_metrics_since(sl->sent_at[sl->head]));
     sl->head = (sl->head + 1) % FIFO_MAX;
     sl->n--;
     r->job.rc = rc;

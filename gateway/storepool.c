@@ -21,6 +21,7 @@ struct fg_storepool {
     unsigned nstores; /* length of stores[] */
     pthread_t *threads;
     fg_store_t **stores;
+    fg_metrics_t *metrics; /* borrowed from the gateway */
 };
 
 typedef struct worker_arg {
@@ -28,14 +29,14 @@ typedef struct worker_arg {
     fg_store_t *s;
 } worker_arg_t;
 
-static void run_checks(fg_store_t *s, fg_job_t **jobs, size_t n)
+static void run_checks(fg_metrics_t *m, fg_store_t *s, fg_job_t **jobs, size_t n)
 {
     fg_check_t checks[FG_STOREPOOL_BATCH];
     for (size_t i = 0; i < n; i++) checks[i] = jobs[i]->check;
     uint64_t t0 = fg_metrics_now_ns();
     int rc = fg_store_check(s, checks, n);
-    fg_metrics_observe_store(FG_STORE_OP_CHECK, fg_metrics_since(t0));
-    fg_metrics_set_store_up(rc != FG_EUNAVAIL);
+    fg_metrics_observe_store(m, FG_STORE_OP_CHECK, fg_metrics_since(t0));
+    fg_metrics_set_store_up(m, rc != FG_EUNAVAIL);
     for (size_t i = 0; i < n; i++) {
         jobs[i]->check = checks[i];
         jobs[i]->rc = rc;
@@ -72,20 +73,21 @@ static void *worker(void *arg)
         size_t taken = audit ? 1 : n;
         p->len -= taken;
         pthread_mutex_unlock(&p->mu);
-        fg_metrics_gauge_add(FG_GAUGE_STORE_QUEUE, -(int64_t)taken);
+        fg_metrics_gauge_add(p->metrics, FG_GAUGE_STORE_QUEUE, -(int64_t)taken);
         if (audit) {
             uint64_t t0 = fg_metrics_now_ns();
             audit->rc = fg_store_audit_append(s, &audit->audit);
-            fg_metrics_observe_store(FG_STORE_OP_AUDIT, fg_metrics_since(t0));
+            fg_metrics_observe_store(p->metrics, FG_STORE_OP_AUDIT, fg_metrics_since(t0));
             audit->done(audit);
         } else {
-            run_checks(s, batch, n);
+            run_checks(p->metrics, s, batch, n);
         }
     }
 }
 
 int fg_storepool_start(const char *url, unsigned size, size_t queue_max,
-                       const fg_store_opts_t *opts, fg_storepool_t **out, char *err, size_t err_len)
+                       const fg_store_opts_t *opts, fg_metrics_t *metrics, fg_storepool_t **out,
+                       char *err, size_t err_len)
 {
     *out = NULL;
     fg_storepool_t *p = calloc(1, sizeof *p);
@@ -93,6 +95,7 @@ int fg_storepool_start(const char *url, unsigned size, size_t queue_max,
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->max = queue_max ? queue_max : 1;
+    p->metrics = metrics;
     /* Probe the backend's pool cap with a first handle. */
     fg_store_t *first = NULL;
     int rc = fg_store_open(url, opts, &first, err, err_len);
@@ -158,7 +161,7 @@ int fg_storepool_submit(fg_storepool_t *p, fg_job_t *job)
     p->len++;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    fg_metrics_gauge_add(FG_GAUGE_STORE_QUEUE, 1);
+    fg_metrics_gauge_add(p->metrics, FG_GAUGE_STORE_QUEUE, 1);
     return 0;
 }
 

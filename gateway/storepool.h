@@ -19,6 +19,8 @@
 
 #include "storage/store.h"
 
+struct fg_metrics;
+
 #define FG_STOREPOOL_BATCH FG_STORE_BATCH_MAX
 
 typedef enum fg_job_kind { FG_JOB_CHECK = 1, FG_JOB_AUDIT } fg_job_kind_t;
@@ -36,13 +38,15 @@ struct fg_job {
 typedef struct fg_storepool fg_storepool_t;
 
 /*
- * Start `size` threads, each with its own handle on `url`. Connections are made
+ * Start `size` threads, each with its own handle on `url`. `metrics`
+ * (borrowed; it must outlive the pool) gets the store round trips and the
+ * queue length. Connections are made
  * lazily, so a store that is down at start does not fail this. Returns 0 and
  * *out, or FG_EINVAL (bad URL, message in err) / FG_ENOMEM.
  */
 int fg_storepool_start(const char *url, unsigned size, size_t queue_max,
-                       const fg_store_opts_t *opts, fg_storepool_t **out, char *err,
-                       size_t err_len);
+                       const fg_store_opts_t *opts, struct fg_metrics *metrics,
+                       fg_storepool_t **out, char *err, size_t err_len);
 
 /* Queue `job`. Returns 0, or FG_EFULL when the queue is at its bound (the job
  * is then not queued and `done` will not be called). Thread-safe. */

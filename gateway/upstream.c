@@ -392,7 +392,7 @@ static fg_upx_t *upx_get(fg_engine_t *e)
 static void upx_free(fg_upx_t *u)
 {
     fg_engine_t *e = u->e;
-    if (u->st == UX_QUARANTINE) fg_metrics_gauge_add(FG_GAUGE_QUARANTINED, -1);
+    if (u->st == UX_QUARANTINE) fg_metrics_gauge_add(e->gw->metrics, FG_GAUGE_QUARANTINED, -1);
     fg_tq_del(&u->timer);
     if (u->c)
         conn_close(u->c); /* a transfer that did not finish cleanly: the
@@ -744,7 +744,7 @@ static void conn_read(fg_upconn_t *c)
     enum http_errno err = HTTP_PARSER_ERRNO(&c->p);
     if (c->got_head && (u->st == UX_SENDING || u->st == UX_SENT)) {
         u->st = UX_HEAD;
-        fg_metrics_observe_upstream_first_byte(fg_metrics_since(u->t_start_ns));
+        fg_metrics_observe_upstream_first_byte(u->e->gw->metrics, fg_metrics_since(u->t_start_ns));
     }
     if (c->got_end) {
         /* bytes after the answer, or an answer ended by the close: never reuse */
@@ -1116,7 +1116,7 @@ void fg_upx_timeout(fg_upx_t *u)
         /* SPEC step 8: the write may still be applied; keep waiting, discard
          * the answer, hold the lane */
         u->st = UX_QUARANTINE;
-        fg_metrics_gauge_add(FG_GAUGE_QUARANTINED, 1); /* until upx_free */
+        fg_metrics_gauge_add(u->e->gw->metrics, FG_GAUGE_QUARANTINED, 1); /* until upx_free */
         u->fail_status = 504;
         snprintf(u->fail_detail, sizeof u->fail_detail,
                  "no answer from the upstream within %" PRIu64

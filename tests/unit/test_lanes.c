@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 
 #include "gateway/lanes.h"
+#include "gateway/metrics.h"
 
 static int granted_order[8], n_granted;
 
@@ -21,8 +22,9 @@ static void on_granted_tag(fg_lane_waiter_t *w)
 
 Test(lanes, fifo_per_key_and_cancel)
 {
+    fg_metrics_t *m = fg_metrics_new();
     fg_lanes_t *t = NULL;
-    cr_assert_eq(fg_lanes_new(&t), 0);
+    cr_assert_eq(fg_lanes_new(m, &t), 0);
     tagged_t w[4] = {0};
     for (int i = 0; i < 4; i++) w[i].tag = i, w[i].w.granted = on_granted_tag;
     n_granted = 0;
@@ -30,10 +32,13 @@ Test(lanes, fifo_per_key_and_cancel)
     cr_assert_eq(fg_lanes_acquire(t, "order:1", &w[1].w), 0, "then the next one waits");
     cr_assert_eq(fg_lanes_acquire(t, "order:1", &w[2].w), 0);
     cr_assert_eq(fg_lanes_acquire(t, "order:2", &w[3].w), 1, "other keys never wait");
+    cr_assert_eq(fg_metrics_gauge(m, FG_GAUGE_LANE_WAITERS), 2, "two writes wait");
     cr_assert(fg_lanes_cancel(t, "order:1", &w[1].w), "a queued waiter can leave");
+    cr_assert_eq(fg_metrics_gauge(m, FG_GAUGE_LANE_WAITERS), 1);
     cr_assert_eq(n_granted, 0);
     fg_lanes_release(t, "order:1");
     cr_assert_eq(n_granted, 1);
+    cr_assert_eq(fg_metrics_gauge(m, FG_GAUGE_LANE_WAITERS), 0, "a granted waiter waits no more");
     cr_assert_eq(granted_order[0], 2, "the next waiter in line gets it (1 left)");
     cr_assert_not(fg_lanes_cancel(t, "order:1", &w[2].w), "a granted waiter cannot cancel");
     fg_lanes_release(t, "order:1");
@@ -42,13 +47,14 @@ Test(lanes, fifo_per_key_and_cancel)
     cr_assert_eq(fg_lanes_acquire(t, "order:1", &w[0].w), 1);
     fg_lanes_release(t, "order:1");
     fg_lanes_free(t);
+    fg_metrics_free(m);
 }
 
 Test(lanes, two_tables_do_not_share_lanes)
 {
     fg_lanes_t *a = NULL, *b = NULL;
-    cr_assert_eq(fg_lanes_new(&a), 0);
-    cr_assert_eq(fg_lanes_new(&b), 0);
+    cr_assert_eq(fg_lanes_new(NULL, &a), 0, "a table without metrics counts nothing");
+    cr_assert_eq(fg_lanes_new(NULL, &b), 0);
     tagged_t w[2] = {{.tag = 0}, {.tag = 1}};
     w[0].w.granted = w[1].w.granted = on_granted_tag;
     cr_assert_eq(fg_lanes_acquire(a, "k", &w[0].w), 1);
