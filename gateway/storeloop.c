@@ -82,6 +82,7 @@ static void deliver(fg_sloop_t *sl, int rc)
     fg_req_t *r = sl->fifo[sl->head];
     fg_metrics_observe_store(sl->e->gw->metrics, FG_STORE_OP_CHECK,
                              fg_metrics_since(sl->sent_at[sl->head]));
+    fg_metrics_set_store_up(sl->e->gw->metrics, rc != FG_EUNAVAIL);
     sl->head = (sl->head + 1) % FIFO_MAX;
     sl->n--;
     r->job.rc = rc;
