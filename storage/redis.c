@@ -24,6 +24,7 @@
  * with MAXLEN ~ audit_max, never below it, plus an exact trim by the janitor).
  * The stream id is the audit id; its millisecond part is the record's time.
  */
+#include <assert.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
@@ -38,6 +39,7 @@
 
 #include "policy/error.h"
 #include "policy/token.h"
+#include "storage/redis_reply.h"
 #include "storage/store_int.h"
 
 #define AUDIT_STREAM "fencegate:audit"
@@ -125,7 +127,8 @@ typedef struct rd {
     char *password;
     redisContext *c;
     char sha[48], set_sha[48];
-    char maxlen[24]; /* "" = no cap */
+    char maxlen[24];     /* "" = no cap */
+    fg_rr_arena_t arena; /* the loop's replies (redis_reply.h) */
 } rd_t;
 
 static int rd_io_err(rd_t *r, const char *what)
@@ -212,6 +215,8 @@ static int send_all(rd_t *r)
 static int recv_reply(rd_t *r, redisReply **out)
 {
     *out = NULL;
+    /* its callers free with freeReplyObject: never on a loop connection */
+    assert(!fg_rr_installed(r->c->reader));
     for (;;) {
         void *rep = NULL;
         if (redisGetReplyFromReader(r->c, &rep) != REDIS_OK) {
@@ -1053,13 +1058,20 @@ static int rd_loop_reply(fg_store_t *s, fg_check_t *c, int *check_rc)
 {
     rd_t *r = (rd_t *)s;
     void *rep = NULL;
+    redisReader *rd = r->c->reader;
+    /* first reply on this connection in loop mode, nothing half read: from
+     * now on its replies come from the arena (a reconnect makes a new reader) */
+    if (!fg_rr_installed(rd) && rd->ridx == -1 && !rd->reply) fg_rr_install(rd, &r->arena);
     if (redisGetReplyFromReader(r->c, &rep) != REDIS_OK) {
         fg_store_seterr(s, FG_EPROTO, "redis: unreadable reply: %s", r->c->errstr);
         return FG_EPROTO;
     }
     if (!rep) return 0;
     int prc = parse_check_reply(r, c, rep);
-    freeReplyObject(rep);
+    if (fg_rr_installed(rd))
+        fg_rr_free(&r->arena, rep);
+    else
+        freeReplyObject(rep);
     if (prc == FG_ENOTFOUND) { /* SCRIPT FLUSH under us: reconnect reloads it */
         fg_store_seterr(s, FG_EUNAVAIL, "redis: the fence script vanished (NOSCRIPT)");
         return FG_EUNAVAIL;
