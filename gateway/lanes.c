@@ -3,7 +3,9 @@
  *
  * A fixed array of buckets, each with its own mutex (striped locking), holding
  * chains of lanes. A lane has a holder flag and a FIFO of waiters; it is freed
- * when released with nobody waiting.
+ * when released with nobody waiting. Lanes with short keys (nearly all) go to
+ * a small spare list of their stripe instead, so a write to a resource nobody
+ * else writes costs no malloc/free pair (bench/allocs.sh).
  */
 #include "gateway/lanes.h"
 
@@ -14,20 +16,25 @@
 #include "gateway/metrics.h"
 #include "policy/error.h"
 
-#define NBUCKETS 4096
-#define NSTRIPES 64
+#define NBUCKETS   4096
+#define NSTRIPES   64
+#define LANE_SMALL 120 /* key bytes (NUL included) of a lane that can be kept */
+#define SPARE_MAX  16  /* kept lanes per stripe */
 
 enum { W_WAITING = 1, W_GRANTED = 2 };
 
 typedef struct lane {
     struct lane *next;
     fg_lane_waiter_t *head, *tail; /* waiters, oldest first */
+    size_t cap;                    /* bytes in key[] */
     char key[];
 } lane_t;
 
 struct fg_lanes {
     lane_t **buckets;
     pthread_mutex_t stripes[NSTRIPES];
+    lane_t *spare[NSTRIPES]; /* freed small lanes, under their stripe's mutex */
+    unsigned nspare[NSTRIPES];
     fg_metrics_t *metrics; /* borrowed; NULL: no lane-waiters gauge */
 };
 
@@ -73,7 +80,13 @@ void fg_lanes_free(fg_lanes_t *t)
             l = n;
         }
     }
-    for (int i = 0; i < NSTRIPES; i++) pthread_mutex_destroy(&t->stripes[i]);
+    for (int i = 0; i < NSTRIPES; i++) {
+        for (lane_t *l = t->spare[i], *n; l; l = n) {
+            n = l->next;
+            free(l);
+        }
+        pthread_mutex_destroy(&t->stripes[i]);
+    }
     free(t->buckets);
     free(t);
 }
@@ -93,11 +106,20 @@ int fg_lanes_acquire(fg_lanes_t *t, const char *key, fg_lane_waiter_t *w)
     lane_t **pp = find(t, key, b);
     w->next = NULL;
     if (!*pp) {
-        size_t len = strlen(key);
-        lane_t *l = malloc(sizeof *l + len + 1);
-        if (!l) {
-            pthread_mutex_unlock(mu);
-            return FG_ENOMEM;
+        size_t len = strlen(key), st = b % NSTRIPES;
+        lane_t *l = NULL;
+        if (len < LANE_SMALL && t->spare[st]) {
+            l = t->spare[st];
+            t->spare[st] = l->next;
+            t->nspare[st]--;
+        } else {
+            size_t cap = len < LANE_SMALL ? LANE_SMALL : len + 1;
+            l = malloc(sizeof *l + cap);
+            if (!l) {
+                pthread_mutex_unlock(mu);
+                return FG_ENOMEM;
+            }
+            l->cap = cap;
         }
         l->next = NULL;
         l->head = l->tail = NULL;
@@ -136,7 +158,14 @@ void fg_lanes_release(fg_lanes_t *t, const char *key)
             next->state = W_GRANTED;
         } else {
             *pp = l->next;
-            free(l);
+            size_t st = b % NSTRIPES;
+            if (l->cap == LANE_SMALL && t->nspare[st] < SPARE_MAX) {
+                l->next = t->spare[st];
+                t->spare[st] = l;
+                t->nspare[st]++;
+            } else {
+                free(l);
+            }
         }
     }
     pthread_mutex_unlock(mu);
