@@ -30,6 +30,7 @@
  */
 #include <errno.h>
 #include <http_parser.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -208,6 +209,14 @@ static void conn_park(fg_upconn_t *c)
     c->o->idle = c;
     s->nidle++;
     set_interest(c, EPOLLIN | EPOLLRDHUP);
+}
+
+/* True when nothing waits on the idle connection's socket, not even EOF. */
+static bool idle_is_quiet(fg_upconn_t *c)
+{
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 static fg_upconn_t *conn_new(fg_engine_t *e, origin_t *o)
@@ -599,7 +608,17 @@ static int on_headers_complete(http_parser *p)
     filter_fields(u);
     if (p->flags & F_CHUNKED) u->resp_len = -1;
     c->got_head = true;
-    return u->is_head ? 1 : 0; /* an answer to HEAD has no body, whatever it says */
+    /* An answer to HEAD, a 204 and a 304 have no body, whatever their fields
+     * say (RFC 9112 6.3; a 304 may carry the Content-Length of the resource).
+     * When they announce one, a buggy upstream may send it anyway, after the
+     * answer was taken: such a connection is never reused, or those bytes
+     * would be read as the answer to the next request. */
+    if (u->is_head || p->status_code == 204 || p->status_code == 304) {
+        if ((p->flags & F_CHUNKED) || (p->content_length > 0 && p->content_length != ULLONG_MAX))
+            c->reuse_ok = false;
+        return 1;
+    }
+    return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n)
@@ -747,8 +766,9 @@ static void conn_read(fg_upconn_t *c)
         fg_metrics_observe_upstream_first_byte(u->e->gw->metrics, fg_metrics_since(u->t_start_ns));
     }
     if (c->got_end) {
-        /* bytes after the answer, or an answer ended by the close: never reuse */
-        if (got < (size_t)n || n == 0) c->reuse_ok = false;
+        /* bytes after the answer, an answer ended by the close, or a read that
+         * filled its buffer (more may be waiting behind it): never reuse */
+        if (got < (size_t)n || n == 0 || (size_t)n == want) c->reuse_ok = false;
         finished(u);
         return;
     }
@@ -956,7 +976,12 @@ static int build_head(fg_upx_t *u, const fg_req_t *r, int64_t body_len)
 static int launch(fg_upx_t *u)
 {
     u->t_start_ns = fg_metrics_now_ns();
-    fg_upconn_t *c = u->o->idle;
+    fg_upconn_t *c;
+    /* An idle connection that has something to read (bytes the upstream sent
+     * out of turn, or its close) is dropped, not used: whatever it holds must
+     * never be taken for the answer to this request. The epoll event that
+     * would close it may still be queued behind this request in the round. */
+    while ((c = u->o->idle) && !idle_is_quiet(c)) conn_close(c);
     if (c) {
         u->o->idle = c->next;
         u->e->ups->nidle--;

@@ -179,7 +179,8 @@ char *fgt_raw_read_all(int fd, int timeout_ms, bool *closed);
 
 /* ---- recording upstream (rawup.c) ---- */
 /* An upstream that keeps every byte it receives, frames requests with
- * libhttp-parser and answers each with "200 ok". */
+ * libhttp-parser and answers each with "200 ok" (a few marked targets make it
+ * misbehave like real servers do: see rawup.c). */
 typedef struct fgt_rawup fgt_rawup_t;
 fgt_rawup_t *fgt_rawup_start(void);
 int fgt_rawup_port(const fgt_rawup_t *u);
@@ -187,6 +188,8 @@ int fgt_rawup_port(const fgt_rawup_t *u);
 char *fgt_rawup_bytes(fgt_rawup_t *u, size_t *len);
 /* Complete requests received so far. */
 long fgt_rawup_requests(fgt_rawup_t *u);
+/* Connections it accepted so far. */
+long fgt_rawup_connections(fgt_rawup_t *u);
 void fgt_rawup_stop(fgt_rawup_t *u);
 
 #endif

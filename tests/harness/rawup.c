@@ -6,6 +6,15 @@
  * It frames requests with libhttp-parser (Debian's libhttp-parser-dev) and
  * answers each complete one with a small 200, so the gateway in front of it
  * behaves as with any store. One thread, poll(), loopback only.
+ *
+ * A few targets make it misbehave the way real servers do, for the tests of
+ * the gateway's upstream client (the marker may appear anywhere in the target):
+ *   up304     answers 304 with the Content-Length of a 1234-byte resource;
+ *   headbody  answers with Content-Length: 11 and no body, then sends the 11
+ *             bytes ("hello world") late: just before its next answer on the
+ *             same connection (a server that writes a body after HEAD);
+ *   forge16k  answers a 200 of exactly 16384 bytes and, in the same write, a
+ *             second, unasked-for answer whose body is "EVIL".
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -29,6 +38,9 @@ typedef struct rconn {
     http_parser p;
     struct fgt_rawup *up;
     bool broken;
+    char url[512]; /* the current request's target (cut at 511 bytes) */
+    size_t url_len;
+    bool stray; /* owes "hello world" before its next answer (headbody) */
 } rconn_t;
 
 struct fgt_rawup {
@@ -43,7 +55,36 @@ struct fgt_rawup {
     long requests;    /* complete requests */
     long connections; /* accepted */
     bool stop;
+    char resp[16384 + 128]; /* the answer being sent (rawup thread only) */
 };
+
+static int on_begin(http_parser *p)
+{
+    rconn_t *c = p->data;
+    c->url_len = 0;
+    c->url[0] = '\0';
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    rconn_t *c = p->data;
+    if (n > sizeof c->url - 1 - c->url_len) n = sizeof c->url - 1 - c->url_len;
+    memcpy(c->url + c->url_len, at, n);
+    c->url_len += n;
+    c->url[c->url_len] = '\0';
+    return 0;
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0) return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
 
 static int on_complete(http_parser *p)
 {
@@ -51,14 +92,45 @@ static int on_complete(http_parser *p)
     pthread_mutex_lock(&c->up->mu);
     long n = ++c->up->requests;
     pthread_mutex_unlock(&c->up->mu);
-    char resp[160];
-    int rl = snprintf(resp, sizeof resp,
+    char *resp = c->up->resp;
+    const size_t cap = sizeof c->up->resp;
+    int rl;
+    if (strstr(c->url, "up304")) {
+        rl = snprintf(resp, cap,
+                      "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nX-Upstream-Seq: %ld\r\n"
+                      "Content-Length: 1234\r\n\r\n",
+                      n);
+    } else if (strstr(c->url, "headbody")) {
+        rl = snprintf(resp, cap,
+                      "HTTP/1.1 200 OK\r\nX-Upstream-Seq: %ld\r\nContent-Length: 11\r\n\r\n", n);
+    } else if (strstr(c->url, "forge16k")) {
+        int hl = snprintf(resp, cap,
+                          "HTTP/1.1 200 OK\r\nX-Upstream-Seq: %ld\r\nContent-Length: %05d\r\n\r\n",
+                          n, 0);
+        int body = 16384 - hl;
+        snprintf(resp, cap,
+                 "HTTP/1.1 200 OK\r\nX-Upstream-Seq: %ld\r\nContent-Length: %05d\r\n\r\n", n, body);
+        memset(resp + hl, 'b', (size_t)body);
+        rl = 16384 + snprintf(resp + 16384, cap - 16384,
+                              "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Evil: 1\r\n\r\nEVIL\n");
+    } else {
+        rl = snprintf(resp, cap,
                       "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Upstream-Seq: %ld\r\n"
                       "Content-Length: 3\r\n\r\nok\n",
                       n);
-    ssize_t w = send(c->fd, resp, (size_t)rl, MSG_NOSIGNAL);
-    (void)w;
+    }
+    if (c->stray) send_all(c->fd, "hello world", 11);
+    c->stray = strstr(c->url, "headbody") != NULL;
+    send_all(c->fd, resp, (size_t)rl);
     return 0;
+}
+
+long fgt_rawup_connections(fgt_rawup_t *u)
+{
+    pthread_mutex_lock(&u->mu);
+    long n = u->connections;
+    pthread_mutex_unlock(&u->mu);
+    return n;
 }
 
 static void record(fgt_rawup_t *u, const char *p, size_t n)
@@ -86,6 +158,8 @@ static void *rawup_main(void *arg)
     fgt_rawup_t *u = arg;
     http_parser_settings st;
     memset(&st, 0, sizeof st);
+    st.on_message_begin = on_begin;
+    st.on_url = on_url;
     st.on_message_complete = on_complete;
     struct pollfd pf[RAWUP_CONNS + 2];
     char buf[65536];
