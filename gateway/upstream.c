@@ -842,6 +842,7 @@ typedef struct hdr_ctx {
     size_t len, cap;
     const char *conn_tokens; /* value of Connection: names more hop-by-hop fields */
     bool failed, checked;
+    bool strip_tokens; /* drop the client's token fields (only a checked token goes on) */
     const char *xff;
 } hdr_ctx_t;
 
@@ -906,9 +907,9 @@ static enum MHD_Result add_req_header(void *cls, enum MHD_ValueKind kind, const 
         if (!h->xff) h->xff = v;
         return MHD_YES;
     }
-    if (h->checked &&
-        (strcasecmp(k, r->d.policy->token_header) == 0 || strcasecmp(k, "Fencing-Token") == 0))
-        return MHD_YES; /* replaced by the canonical token below */
+    if (h->strip_tokens && (strcasecmp(k, "Fencing-Token") == 0 ||
+                            (r->d.policy && strcasecmp(k, r->d.policy->token_header) == 0)))
+        return MHD_YES; /* a checked token is added below, in canonical form */
     put(h, k, kl);
     put(h, ": ", 2);
     puts_(h, v);
@@ -921,6 +922,12 @@ static int build_head(fg_upx_t *u, const fg_req_t *r, int64_t body_len)
 {
     hdr_ctx_t h = {.r = r, .buf = u->head, .cap = u->head_cap};
     h.checked = r->d.has_token && r->d.policy && r->d.action == FG_ACT_CHECK;
+    /* SPEC step 9 passes on the token that was checked. A write forwarded
+     * without a check (mode = off, on_missing or unmatched_writes = forward,
+     * report-only without a usable token) carries none: an upstream that
+     * fences on the field must never see a value nobody checked (a client
+     * could push its hwm to 2^64-1). Reads go on unchanged (step 4). */
+    h.strip_tokens = h.checked || r->d.cls != FG_CLASS_READ;
     puts_(&h, r->method);
     put(&h, " ", 1);
     put(&h, u->o->prefix, u->o->prefix_len);

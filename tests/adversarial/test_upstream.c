@@ -76,3 +76,58 @@ Test(upstream, an_unasked_answer_behind_a_full_read_is_never_delivered, .timeout
     }
     adv_stop(&A);
 }
+
+#define TOKEN_POLICIES                                                                             \
+    "[policy locked]\nmatch = /locked/{id}\nkey = locked:{id}\n"                                   \
+    "token_header = X-Lock-Token\non_missing = forward\n"                                          \
+    "[policy off]\nmatch = /off/{id}\nkey = off:{id}\nmode = off\n"                                \
+    "[policy trial]\nmatch = /trial/{id}\nkey = trial:{id}\nmode = report-only\n" ADV_POLICIES
+
+/* Only a token the gateway checked goes on, in canonical form (SPEC step 9).
+ * A write forwarded unchecked carried the client's Fencing-Token, and an
+ * upstream that fences on it could be pushed to 2^64-1 by anyone. */
+Test(upstream, only_a_checked_token_reaches_the_upstream, .timeout = 60)
+{
+    adv_start(&A, NULL, TOKEN_POLICIES);
+    const char *unchecked[][2] = {
+        {"/locked/1", "18446744073709551615"}, /* on_missing = forward: X-Lock-Token absent */
+        {"/off/1", "18446744073709551615"},    /* mode = off */
+        {"/trial/1", "1, 99999"},              /* report-only, malformed */
+    };
+    for (size_t i = 0; i < 3; i++) {
+        fgt_resp_t r = req("PUT", unchecked[i][0], unchecked[i][1]);
+        cr_assert_eq(r.status, 200, "%s: %ld %s", unchecked[i][0], r.status, r.body);
+        fgt_resp_free(&r);
+    }
+    cr_assert_eq(fgt_rawup_requests(A.up), 3);
+    char *b = adv_upstream(&A, NULL);
+    cr_assert_null(strcasestr(b, "fencing-token"), "an unchecked token went on:\n%s", b);
+    free(b);
+
+    /* checked: passed on, canonical (and under the policy's own name too) */
+    fgt_resp_t r = req("PUT", "/orders/1", "007");
+    cr_assert_eq(r.status, 200);
+    fgt_resp_free(&r);
+    char url[256];
+    snprintf(url, sizeof url, "%s/locked/2", A.gw.url);
+    const char *h[] = {"X-Lock-Token: 0042", "Fencing-Token: 18446744073709551615", NULL};
+    r = fgt_http("PUT", url, h, NULL, 0);
+    cr_assert_eq(r.status, 200, "%ld %s", r.status, r.body);
+    fgt_resp_free(&r);
+    /* a read goes on unchanged (SPEC step 4) */
+    r = req("GET", "/orders/1", "424242");
+    cr_assert_eq(r.status, 200);
+    fgt_resp_free(&r);
+    b = adv_upstream(&A, NULL);
+    const char *w1 = strstr(b, "PUT /orders/1 "), *w2 = strstr(b, "PUT /locked/2 "),
+               *rd = strstr(b, "GET /orders/1 ");
+    cr_assert(w1 && w2 && rd, "%s", b);
+    cr_assert(strstr(w1, "Fencing-Token: 7\r\n") && strstr(w1, "Fencing-Token: 7\r\n") < w2, "%s",
+              b);
+    cr_assert(!strstr(w1, "Fencing-Token: 007") || strstr(w1, "Fencing-Token: 007") > w2, "%s", b);
+    cr_assert(strstr(w2, "Fencing-Token: 42\r\n") && strstr(w2, "X-Lock-Token: 42\r\n"), "%s", b);
+    cr_assert(!strstr(w2, "18446744073709551615"), "the unchecked value went on:\n%s", b);
+    cr_assert(strstr(rd, "Fencing-Token: 424242\r\n"), "%s", b);
+    free(b);
+    adv_stop(&A);
+}
