@@ -600,6 +600,8 @@ static int on_headers_complete(http_parser *p)
     if (!u) return 0;
     if (u->rh_len && !c->in_field && rh_add(u, "", 0, true)) return -1; /* the last value */
     c->in_field = false;
+    /* 101 answers an Upgrade, which is never forwarded; below 100 is no status */
+    if (p->status_code == 101 || p->status_code < 100) return -1;
     if (p->status_code < 200) { /* an interim answer: wait for the final one */
         u->rh_len = 0;
         return 0;

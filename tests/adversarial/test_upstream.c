@@ -77,6 +77,28 @@ Test(upstream, an_unasked_answer_behind_a_full_read_is_never_delivered, .timeout
     adv_stop(&A);
 }
 
+/* Nothing asked the upstream to switch protocols (Upgrade is never
+ * forwarded), and 000 is no status: both are a broken upstream, answered
+ * 502 at once. They were waited on until upstream_timeout (504), and the
+ * resource then stayed quarantined for upstream_grace. */
+Test(upstream, a_101_or_000_answer_is_a_502_at_once, .timeout = 60)
+{
+    adv_start(&A, "upstream_timeout = 3s\nupstream_grace = 3s\nfence_wait = 1s\n", NULL);
+    const char *paths[] = {"/orders/up101", "/orders/up000"};
+    for (int i = 0; i < 2; i++) {
+        fgt_resp_t r = req("PUT", paths[i], "1");
+        cr_assert_eq(r.status, 502, "%s: %ld %s", paths[i], r.status, r.body);
+        cr_assert(strstr(r.body, "upstream-error"), "%s", r.body);
+        fgt_resp_free(&r);
+        /* not quarantined: the next write of the resource goes on */
+        r = req("PUT", paths[i], "2");
+        cr_assert_eq(r.status, 502, "%s again: %ld %s", paths[i], r.status, r.body);
+        fgt_resp_free(&r);
+    }
+    cr_assert_eq(fgt_rawup_requests(A.up), 4);
+    adv_stop(&A);
+}
+
 #define TOKEN_POLICIES                                                                             \
     "[policy locked]\nmatch = /locked/{id}\nkey = locked:{id}\n"                                   \
     "token_header = X-Lock-Token\non_missing = forward\n"                                          \

@@ -10,6 +10,8 @@
  * A few targets make it misbehave the way real servers do, for the tests of
  * the gateway's upstream client (the marker may appear anywhere in the target):
  *   up304     answers 304 with the Content-Length of a 1234-byte resource;
+ *   up101, up000  answer 101 Switching Protocols (nothing asked to switch) or
+ *             a status of 000;
  *   headbody  answers with Content-Length: 11 and no body, then sends the 11
  *             bytes ("hello world") late: just before its next answer on the
  *             same connection (a server that writes a body after HEAD);
@@ -95,7 +97,11 @@ static int on_complete(http_parser *p)
     char *resp = c->up->resp;
     const size_t cap = sizeof c->up->resp;
     int rl;
-    if (strstr(c->url, "up304")) {
+    if (strstr(c->url, "up101") || strstr(c->url, "up000")) {
+        rl = snprintf(
+            resp, cap, "HTTP/1.1 %s\r\nX-Upstream-Seq: %ld\r\n\r\n",
+            strstr(c->url, "up101") ? "101 Switching Protocols\r\nUpgrade: x" : "000 Zero", n);
+    } else if (strstr(c->url, "up304")) {
         rl = snprintf(resp, cap,
                       "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nX-Upstream-Seq: %ld\r\n"
                       "Content-Length: 1234\r\n\r\n",
