@@ -83,6 +83,27 @@ wait_port() {             # port name [pid]
 # ---------------------------------------------------------------- the peers' configs
 # run-peers.sh writes conf/{redis,upstream,peer-a,peer-b}.conf under $PEERS_WORK; the
 # stale and allocation benches start the same Redis, upstream and peer-b from them.
+gw_conf_write() {         # file listen-port upstream-port state-url admin-port [max_connections]
+  # the one fencegate config every bench uses (the `orders` policy of ../shared/peers' loads),
+  # checked with fencegate -t ($GW) before anything starts
+  cat > "$1" <<EOF
+[gateway]
+listen = 127.0.0.1:$2
+upstream = http://127.0.0.1:$3
+state = $4
+admin_listen = 127.0.0.1:$5
+access_log = off
+max_connections = ${6:-4096}
+state_pool = ${STATE_POOL:-4}
+workers = ${WORKERS:-0}
+
+[policy orders]
+match = /orders/{id}
+key = order:{id}
+EOF
+  "$GW" -t -c "$1" >/dev/null
+}
+
 peers_conf_ensure() {
   local c=$PEERS_WORK/conf
   if [ -s "$c/redis.conf" ] && [ -s "$c/upstream.conf" ] && [ -s "$c/peer-b.conf" ]; then return 0; fi

@@ -38,20 +38,8 @@ RES=$OUT/memory.result
 : > "$RES"
 res() { echo "$1=$2" >> "$RES"; }
 
-cat > "$WORK/gw.conf" <<EOF
-[gateway]
-listen = 127.0.0.1:$MEM_GW_PORT
-upstream = http://127.0.0.1:$MEM_UPSTREAM_PORT
-state = sqlite:$WORK/state.db
-admin_listen = 127.0.0.1:$MEM_ADMIN_PORT
-access_log = off
-max_connections = $(( HOLD_CONNS * 3 / 2 + 1024 ))
-
-[policy orders]
-match = /orders/{id}
-key = order:{id}
-EOF
-"$GW" -t -c "$WORK/gw.conf" >/dev/null
+gw_conf_write "$WORK/gw.conf" "$MEM_GW_PORT" "$MEM_UPSTREAM_PORT" "sqlite:$WORK/state.db" "$MEM_ADMIN_PORT" \
+  $(( HOLD_CONNS * 3 / 2 + 1024 ))
 log "gateway config ($WORK/gw.conf):"; sed 's/^/    /' "$WORK/gw.conf" >&2
 
 bg_start upstream "$WORK/demo.log" "$DEMO" --listen "127.0.0.1:$MEM_UPSTREAM_PORT"

@@ -99,22 +99,7 @@ step() {                  # name logfile cmd...
 
 # ---------------------------------------------------------------- fencegate configs
 gw_conf() {               # name state-url
-  cat > "$WORK/$1.conf" <<EOF
-[gateway]
-listen = 127.0.0.1:$GATEWAY_PORT
-upstream = http://127.0.0.1:${UPSTREAM_PORT:-9000}
-state = $2
-admin_listen = 127.0.0.1:$ADMIN_PORT
-access_log = off
-max_connections = 4096
-state_pool = ${STATE_POOL:-4}
-workers = ${WORKERS:-0}
-
-[policy orders]
-match = /orders/{id}
-key = order:{id}
-EOF
-  "$GW" -t -c "$WORK/$1.conf" >/dev/null
+  gw_conf_write "$WORK/$1.conf" "$GATEWAY_PORT" "${UPSTREAM_PORT:-9000}" "$2" "$ADMIN_PORT"
   if ! grep -qF "# $WORK/$1.conf:" "$CMDS"; then cmd_log "# $WORK/$1.conf:"; sed "s/^/#   /" "$WORK/$1.conf" >> "$CMDS"; fi
 }
 

@@ -56,20 +56,7 @@ RES=$OUT/stale.result
 : > "$RES"
 res() { echo "$1=$2" >> "$RES"; }
 
-cat > "$WORK/gw.conf" <<EOF
-[gateway]
-listen = 127.0.0.1:$GATEWAY_PORT
-upstream = http://127.0.0.1:$UPSTREAM_PORT
-state = redis://127.0.0.1:$REDIS_PORT/0
-admin_listen = 127.0.0.1:$ADMIN_PORT
-access_log = off
-max_connections = 4096
-
-[policy orders]
-match = /orders/{id}
-key = order:{id}
-EOF
-"$GW" -t -c "$WORK/gw.conf" >/dev/null
+gw_conf_write "$WORK/gw.conf" "$GATEWAY_PORT" "$UPSTREAM_PORT" "redis://127.0.0.1:$REDIS_PORT/0" "$ADMIN_PORT"
 
 start_peer_redis "$WORK"
 start_peer_nginx upstream "$UPSTREAM_PORT" "$WORK"
